@@ -1,0 +1,1 @@
+"""RankFrame credits service."""

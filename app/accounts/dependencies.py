@@ -1,0 +1,73 @@
+"""Authentication dependencies: `CurrentAccount` (API key) and `AdminAccess` (admin token)."""
+
+import hmac
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.accounts import service
+from app.accounts.models import Account, Site
+from app.config import Settings
+from app.db import Session
+from app.errors import Unauthorized
+
+_bearer = HTTPBearer(auto_error=False, description="An account API key (`rfk_...`).")
+_admin_bearer = HTTPBearer(
+    auto_error=False, scheme_name="AdminToken", description="The `ADMIN_TOKEN`."
+)
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+AppSettings = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def current_account(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Account:
+    """The account whose API key authorised the request, read in its own short transaction
+    (so an endpoint that calls a model holds no database connection meanwhile)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Send `Authorization: Bearer <api key>`.", headers=_CHALLENGE)
+    async with request.app.state.sessionmaker() as session, session.begin():
+        account = await service.authenticate(session, credentials.credentials)
+    if account is None:
+        raise Unauthorized("The API key is unknown or revoked.", headers=_CHALLENGE)
+    request.state.account_id = account.id
+    return account
+
+
+CurrentAccount = Annotated[Account, Depends(current_account)]
+
+
+async def require_admin(
+    settings: AppSettings,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
+) -> None:
+    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    if not token:
+        raise Unauthorized(
+            "Admin endpoints are disabled: ADMIN_TOKEN is not set.", headers=_CHALLENGE
+        )
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise Unauthorized("A valid admin token is required.", headers=_CHALLENGE)
+
+
+AdminAccess = Annotated[None, Depends(require_admin)]
+
+
+async def owned_site(site_id: uuid.UUID, account: CurrentAccount, session: Session) -> Site:
+    """Load the caller's site or answer 404."""
+    return await service.get_site(session, account.id, site_id)
+
+
+OwnedSite = Annotated[Site, Depends(owned_site)]

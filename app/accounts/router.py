@@ -1,0 +1,175 @@
+import uuid
+
+from fastapi import APIRouter, Response
+
+from app.accounts import service
+from app.accounts.dependencies import AdminAccess, AppSettings, CurrentAccount
+from app.accounts.models import Account, ApiKey
+from app.accounts.schemas import (
+    AccountCreate,
+    AccountCreated,
+    AccountRead,
+    AdminAccountRead,
+    ApiKeyCreated,
+    ApiKeyCreatedResponse,
+    ApiKeyRead,
+    SiteCreate,
+    SiteList,
+    SiteRead,
+    SubscriptionRead,
+)
+from app.accounts.service import EmailTaken, NewApiKey
+from app.credits.views import balance_snapshot
+from app.db import Session, utcnow
+from app.errors import NotFound, Unauthorized, problem_responses
+
+router = APIRouter()
+
+
+def subscription_read(account: Account) -> SubscriptionRead:
+    return SubscriptionRead(
+        status=account.subscription_status,  # type: ignore[arg-type]
+        usable=service.is_usable(account, utcnow()),
+        trial_ends_at=account.trial_ends_at,
+        current_period_end=account.current_period_end,
+        cancel_at_period_end=account.cancel_at_period_end,
+    )
+
+
+def account_read(account: Account) -> AccountRead:
+    return AccountRead(
+        id=account.id,
+        email=account.email,
+        created_at=account.created_at,
+        trial_ends_at=account.trial_ends_at,
+        subscription=subscription_read(account),
+    )
+
+
+def api_key_created(key: NewApiKey) -> ApiKeyCreated:
+    return ApiKeyCreated(
+        id=key.record.id, key=key.secret, prefix=key.prefix, created_at=key.record.created_at
+    )
+
+
+def api_key_read(key: ApiKey) -> ApiKeyRead:
+    return ApiKeyRead(
+        id=key.id,
+        prefix=f"{service.API_KEY_PREFIX}{key.lookup_id}",
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
+    )
+
+
+@router.post(
+    "/v1/admin/accounts",
+    tags=["admin"],
+    status_code=201,
+    responses=problem_responses(Unauthorized, EmailTaken),
+)
+async def create_account(
+    body: AccountCreate, session: Session, settings: AppSettings, _: AdminAccess
+) -> AccountCreated:
+    """Create an account (starting its trial) and its first API key, shown only here."""
+    account, key = await service.create_account(
+        session, str(body.email), trial_days=settings.trial_days
+    )
+    return AccountCreated(account=account_read(account), api_key=api_key_created(key))
+
+
+@router.get(
+    "/v1/admin/accounts/{account_id}",
+    tags=["admin"],
+    responses=problem_responses(Unauthorized, NotFound),
+)
+async def get_account(account_id: uuid.UUID, session: Session, _: AdminAccess) -> AdminAccountRead:
+    """An account with its balance, subscription and API keys."""
+    account = await service.get_account(session, account_id)
+    keys = await service.list_api_keys(session, account_id)
+    return AdminAccountRead(
+        **account_read(account).model_dump(),
+        balance=await balance_snapshot(session, account),
+        api_keys=[api_key_read(k) for k in keys],
+    )
+
+
+@router.post(
+    "/v1/admin/accounts/{account_id}/api-keys",
+    tags=["admin"],
+    status_code=201,
+    responses=problem_responses(Unauthorized, NotFound),
+)
+async def create_api_key(
+    account_id: uuid.UUID, session: Session, _: AdminAccess
+) -> ApiKeyCreatedResponse:
+    """Add an API key to an account; the secret is shown only here."""
+    await service.get_account(session, account_id)
+    key = await service.create_api_key(session, account_id)
+    return ApiKeyCreatedResponse(api_key=api_key_created(key))
+
+
+@router.delete(
+    "/v1/admin/api-keys/{key_id}",
+    tags=["admin"],
+    status_code=204,
+    responses=problem_responses(Unauthorized, NotFound),
+)
+async def revoke_api_key(key_id: uuid.UUID, session: Session, _: AdminAccess) -> Response:
+    """Revoke an API key; it is refused from the next request on."""
+    await service.revoke_api_key(session, key_id)
+    return Response(status_code=204)
+
+
+@router.get("/v1/me", tags=["accounts"], responses=problem_responses(Unauthorized))
+async def get_me(account: CurrentAccount) -> AccountRead:
+    """The caller's account and subscription."""
+    return account_read(account)
+
+
+@router.post(
+    "/v1/sites",
+    tags=["sites"],
+    status_code=201,
+    responses={
+        200: {"model": SiteRead, "description": "The site was already connected"},
+        **problem_responses(Unauthorized),
+    },
+)
+async def connect_site(
+    body: SiteCreate,
+    account: CurrentAccount,
+    session: Session,
+    settings: AppSettings,
+    response: Response,
+) -> SiteRead:
+    """Connect a Framer project; the first site an account ever connects grants the
+    starter credits. A project already connected answers 200 with its site."""
+    site, created = await service.connect_site(
+        session,
+        account.id,
+        framer_project_id=body.framer_project_id,
+        name=body.name,
+        starter_credits=settings.starter_credits,
+    )
+    if not created:
+        response.status_code = 200
+    return SiteRead.model_validate(site)
+
+
+@router.get("/v1/sites", tags=["sites"], responses=problem_responses(Unauthorized))
+async def list_sites(account: CurrentAccount, session: Session) -> SiteList:
+    """The account's connected sites."""
+    sites = await service.list_sites(session, account.id)
+    return SiteList(sites=[SiteRead.model_validate(s) for s in sites])
+
+
+@router.delete(
+    "/v1/sites/{site_id}",
+    tags=["sites"],
+    status_code=204,
+    responses=problem_responses(Unauthorized, NotFound),
+)
+async def remove_site(site_id: uuid.UUID, account: CurrentAccount, session: Session) -> Response:
+    """Disconnect a site; the account keeps its credits."""
+    await service.remove_site(session, account.id, site_id)
+    return Response(status_code=204)

@@ -1,0 +1,92 @@
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+from app.accounts.models import SubscriptionStatus
+from app.credits.schemas import BalanceRead
+
+
+class SubscriptionRead(BaseModel):
+    status: SubscriptionStatus
+    usable: bool
+    """Whether credits can be spent now (trial running, subscription active or paid up)."""
+    trial_ends_at: datetime
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+
+
+class AccountRead(BaseModel):
+    id: uuid.UUID
+    email: str
+    created_at: datetime
+    trial_ends_at: datetime
+    subscription: SubscriptionRead
+
+
+class AccountCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "owner@example.com"}]})
+
+    email: EmailStr = Field(max_length=320)
+
+
+class ApiKeyCreated(BaseModel):
+    id: uuid.UUID
+    key: str
+    """The secret: shown once, never again."""
+    prefix: str
+    """The key's public start, to tell keys apart."""
+    created_at: datetime
+
+
+class ApiKeyRead(BaseModel):
+    id: uuid.UUID
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class AccountCreated(BaseModel):
+    account: AccountRead
+    api_key: ApiKeyCreated
+
+
+class ApiKeyCreatedResponse(BaseModel):
+    api_key: ApiKeyCreated
+
+
+class SiteCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"framer_project_id": "xYz123", "name": "My site"}]}
+    )
+
+    framer_project_id: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200)
+
+    @field_validator("framer_project_id", "name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+
+class SiteRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    framer_project_id: str
+    name: str
+    created_at: datetime
+
+
+class SiteList(BaseModel):
+    sites: list[SiteRead]
+
+
+class AdminAccountRead(AccountRead):
+    """An account as support sees it."""
+
+    balance: BalanceRead
+    api_keys: list[ApiKeyRead]

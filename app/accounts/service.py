@@ -1,0 +1,237 @@
+"""Accounts, API keys, sites and the subscription state that makes credits usable."""
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.models import Account, ApiKey, Site
+from app.credits import service as credits
+from app.db import utcnow
+from app.errors import AppError, Conflict, NotFound
+
+API_KEY_PREFIX = "rfk_"
+"""Every account key starts with this, so leaked keys are easy to recognise and scan for."""
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+    title = "An account with this email already exists"
+
+
+class SubscriptionInactive(AppError):
+    status = 403
+    code = "subscription_inactive"
+    title = "Subscription inactive"
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    record: ApiKey
+    secret: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{API_KEY_PREFIX}{self.record.lookup_id}"
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def is_usable(account: Account, now: datetime | None = None) -> bool:
+    """Credits can be spent while trialing before the trial's end, while active, and after
+    a cancellation or a failed renewal until the paid period ends. Otherwise frozen."""
+    now = now or utcnow()
+    status = account.subscription_status
+    if status == "trialing":
+        return now < account.trial_ends_at
+    if status == "active":
+        return True
+    if status in ("canceled", "past_due"):
+        return account.current_period_end is not None and now < account.current_period_end
+    return False
+
+
+def ensure_usable(account: Account) -> None:
+    if not is_usable(account):
+        raise SubscriptionInactive(
+            "Your trial or subscription has ended, so your credits are frozen. "
+            "Renew your subscription to use them again; your balance is kept."
+        )
+
+
+async def create_account(
+    session: AsyncSession, email: str, *, trial_days: int
+) -> tuple[Account, NewApiKey]:
+    email = email.strip().lower()
+    taken = await session.execute(select(Account.id).where(Account.email == email))
+    if taken.first() is not None:
+        raise EmailTaken(f"{email} already has an account.")
+    now = utcnow()
+    account = Account(
+        id=uuid.uuid4(),
+        email=email,
+        created_at=now,
+        trial_ends_at=now + timedelta(days=trial_days),
+        subscription_status="trialing",
+        cancel_at_period_end=False,
+    )
+    session.add(account)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent create with the same email won
+        raise EmailTaken(f"{email} already has an account.") from exc
+    await credits.open_account(session, account.id)
+    key = await create_api_key(session, account.id)
+    return account, key
+
+
+async def get_account(session: AsyncSession, account_id: uuid.UUID) -> Account:
+    account = await session.get(Account, account_id)
+    if account is None:
+        raise NotFound("No such account.")
+    return account
+
+
+async def lock_account(session: AsyncSession, account_id: uuid.UUID) -> Account:
+    """Load the account with its row locked: serializes per-account state changes."""
+    account = (
+        await session.execute(
+            select(Account)
+            .where(Account.id == account_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if account is None:
+        raise NotFound("No such account.")
+    return account
+
+
+async def create_api_key(session: AsyncSession, account_id: uuid.UUID) -> NewApiKey:
+    lookup_id = secrets.token_hex(8)
+    secret = f"{API_KEY_PREFIX}{lookup_id}_{secrets.token_urlsafe(32)}"
+    record = ApiKey(
+        id=uuid.uuid4(),
+        account_id=account_id,
+        lookup_id=lookup_id,
+        secret_hash=hash_key(secret),
+        created_at=utcnow(),
+    )
+    session.add(record)
+    await session.flush()
+    return NewApiKey(record, secret)
+
+
+async def list_api_keys(session: AsyncSession, account_id: uuid.UUID) -> list[ApiKey]:
+    statement = select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.created_at)
+    return list((await session.execute(statement)).scalars())
+
+
+async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:
+    key = await session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound("No such API key.")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        await session.flush()
+
+
+async def authenticate(session: AsyncSession, raw_key: str) -> Account | None:
+    """The account of a live key, or None. The hash comparison takes constant time."""
+    if not raw_key.startswith(API_KEY_PREFIX):
+        return None
+    lookup_id, _, rest = raw_key[len(API_KEY_PREFIX) :].partition("_")
+    if not lookup_id or not rest or len(lookup_id) > 32:
+        return None
+    row = (
+        await session.execute(
+            select(ApiKey, Account)
+            .join(Account, Account.id == ApiKey.account_id)
+            .where(ApiKey.lookup_id == lookup_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    key, account = row
+    if not hmac.compare_digest(key.secret_hash, hash_key(raw_key)) or key.revoked_at:
+        return None
+    return account
+
+
+async def connect_site(
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    *,
+    framer_project_id: str,
+    name: str,
+    starter_credits: int,
+) -> tuple[Site, bool]:
+    """Connect a Framer project (or return the live site already connected for it).
+
+    The first site an account ever connects grants the starter credits, once: the account
+    row is locked, so racing connects queue up, and the ledger's unique index on the
+    account's starter grant backs that up."""
+    account = await lock_account(session, account_id)
+    existing = (
+        await session.execute(
+            select(Site).where(
+                Site.account_id == account_id,
+                Site.framer_project_id == framer_project_id,
+                Site.deleted_at.is_(None),
+            )
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing, False
+    now = utcnow()
+    site = Site(
+        id=uuid.uuid4(),
+        account_id=account_id,
+        framer_project_id=framer_project_id,
+        name=name,
+        created_at=now,
+    )
+    session.add(site)
+    if account.first_site_connected_at is None:
+        account.first_site_connected_at = now
+        if starter_credits > 0:
+            await credits.grant(
+                session,
+                account_id,
+                starter_credits,
+                type="starter_grant",
+                description="Starter credits for connecting your first site",
+            )
+    await session.flush()
+    return site, True
+
+
+async def list_sites(session: AsyncSession, account_id: uuid.UUID) -> list[Site]:
+    statement = (
+        select(Site)
+        .where(Site.account_id == account_id, Site.deleted_at.is_(None))
+        .order_by(Site.created_at, Site.id)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def get_site(session: AsyncSession, account_id: uuid.UUID, site_id: uuid.UUID) -> Site:
+    """The account's live site, or 404 (another account's site is just as missing)."""
+    site = await session.get(Site, site_id)
+    if site is None or site.account_id != account_id or site.deleted_at is not None:
+        raise NotFound("No such site.")
+    return site
+
+
+async def remove_site(session: AsyncSession, account_id: uuid.UUID, site_id: uuid.UUID) -> None:
+    site = await get_site(session, account_id, site_id)
+    site.deleted_at = utcnow()
+    await session.flush()

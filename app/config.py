@@ -1,0 +1,60 @@
+"""Typed settings, read once from the environment (and an optional `.env` file)."""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./rankframe.db"
+MIN_PRODUCTION_ADMIN_TOKEN_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # --- the contract's variables (API.md, "Configuration") ---
+    database_url: str = DEFAULT_DATABASE_URL
+    admin_token: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    anthropic_model: str = "claude-haiku-4-5"
+    polar_access_token: SecretStr | None = None
+    polar_server_url: str = "https://api.polar.sh"
+    polar_webhook_secret: SecretStr | None = None
+    polar_product_first_time: str | None = None
+    polar_product_refill: str | None = None
+    polar_product_small: str | None = None
+    starter_credits: int = Field(default=500, ge=0)
+    trial_days: int = Field(default=7, ge=0)
+    framer_plugin_id: str | None = None
+
+    # --- operational tuning, documented in the README ---
+    environment: Literal["development", "production"] = "development"
+    """`production` refuses to start with a short or missing admin token."""
+    hold_ttl_seconds: int = Field(default=300, ge=1)
+    """How long a single generation's reservation lives before the sweeper releases it."""
+    hold_sweep_interval_seconds: float = Field(default=15.0, gt=0)
+    """How often the in-app sweeper looks for expired holds."""
+    db_pool_size: int = Field(default=10, ge=1)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_weak_admin_token_in_production(self) -> "Settings":
+        if self.environment == "production" and self.admin_token is not None:
+            token = self.admin_token.get_secret_value()
+            if len(token) < MIN_PRODUCTION_ADMIN_TOKEN_LENGTH or token in {"admin", "changeme"}:
+                raise ValueError(
+                    f"ADMIN_TOKEN must be at least {MIN_PRODUCTION_ADMIN_TOKEN_LENGTH} "
+                    "random characters in production"
+                )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

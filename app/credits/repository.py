@@ -1,0 +1,217 @@
+"""SQL for balances, holds and ledger entries. Callers own the transaction."""
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.credits.models import CreditBalance, CreditHold, LedgerEntry
+from app.db import utcnow
+
+
+async def create_balance(session: AsyncSession, account_id: uuid.UUID) -> CreditBalance:
+    balance = CreditBalance(account_id=account_id, available=0, reserved=0)
+    session.add(balance)
+    await session.flush()
+    return balance
+
+
+async def get_balance(session: AsyncSession, account_id: uuid.UUID) -> tuple[int, int] | None:
+    row = (
+        await session.execute(
+            select(CreditBalance.available, CreditBalance.reserved).where(
+                CreditBalance.account_id == account_id
+            )
+        )
+    ).one_or_none()
+    return (row.available, row.reserved) if row else None
+
+
+async def lock_balance(session: AsyncSession, account_id: uuid.UUID) -> tuple[int, int] | None:
+    """Read the balance and hold its row lock until the transaction ends."""
+    row = (
+        await session.execute(
+            select(CreditBalance.available, CreditBalance.reserved)
+            .where(CreditBalance.account_id == account_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    return (row.available, row.reserved) if row else None
+
+
+async def move_to_reserved(
+    session: AsyncSession, account_id: uuid.UUID, amount: int
+) -> tuple[int, int] | None:
+    """Atomically move `amount` from available to reserved if that much is available."""
+    row = (
+        await session.execute(
+            update(CreditBalance)
+            .where(CreditBalance.account_id == account_id, CreditBalance.available >= amount)
+            .values(
+                available=CreditBalance.available - amount,
+                reserved=CreditBalance.reserved + amount,
+                updated_at=utcnow(),
+            )
+            .returning(CreditBalance.available, CreditBalance.reserved)
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
+    return (row.available, row.reserved) if row else None
+
+
+async def take_available(
+    session: AsyncSession, account_id: uuid.UUID, amount: int
+) -> tuple[int, int] | None:
+    """Atomically remove `amount` from available if that much is available."""
+    row = (
+        await session.execute(
+            update(CreditBalance)
+            .where(CreditBalance.account_id == account_id, CreditBalance.available >= amount)
+            .values(available=CreditBalance.available - amount, updated_at=utcnow())
+            .returning(CreditBalance.available, CreditBalance.reserved)
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
+    return (row.available, row.reserved) if row else None
+
+
+async def apply_delta(
+    session: AsyncSession, account_id: uuid.UUID, *, available: int = 0, reserved: int = 0
+) -> tuple[int, int]:
+    """Add the deltas; the CHECK constraints refuse any result below zero."""
+    row = (
+        await session.execute(
+            update(CreditBalance)
+            .where(CreditBalance.account_id == account_id)
+            .values(
+                available=CreditBalance.available + available,
+                reserved=CreditBalance.reserved + reserved,
+                updated_at=utcnow(),
+            )
+            .returning(CreditBalance.available, CreditBalance.reserved)
+            .execution_options(synchronize_session=False)
+        )
+    ).one()
+    return row.available, row.reserved
+
+
+async def insert_entry(session: AsyncSession, entry: LedgerEntry) -> LedgerEntry:
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def lock_hold(session: AsyncSession, hold_id: uuid.UUID) -> CreditHold | None:
+    return (
+        await session.execute(
+            select(CreditHold)
+            .where(CreditHold.id == hold_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+
+
+async def lock_open_holds(
+    session: AsyncSession, hold_ids: Sequence[uuid.UUID], *, skip_locked: bool = False
+) -> list[CreditHold]:
+    """Lock the still-open holds among `hold_ids`, in id order so lockers never deadlock."""
+    statement = (
+        select(CreditHold)
+        .where(CreditHold.id.in_(hold_ids), CreditHold.status == "open")
+        .order_by(CreditHold.id)
+        .with_for_update(skip_locked=skip_locked)
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def lock_due_holds(session: AsyncSession, now: datetime, limit: int) -> list[CreditHold]:
+    """Open holds past their expiry; concurrent sweepers on PostgreSQL take disjoint sets."""
+    statement = (
+        select(CreditHold)
+        .where(CreditHold.status == "open", CreditHold.expires_at <= now)
+        .order_by(CreditHold.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def extend_open_holds(
+    session: AsyncSession, hold_ids: Sequence[uuid.UUID], expires_at: datetime
+) -> int:
+    result = await session.execute(
+        update(CreditHold)
+        .where(CreditHold.id.in_(hold_ids), CreditHold.status == "open")
+        .values(expires_at=expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def list_entries(
+    session: AsyncSession, account_id: uuid.UUID, *, limit: int, before_seq: int | None
+) -> list[LedgerEntry]:
+    statement = select(LedgerEntry).where(LedgerEntry.account_id == account_id)
+    if before_seq is not None:
+        statement = statement.where(LedgerEntry.seq < before_seq)
+    statement = statement.order_by(LedgerEntry.seq.desc()).limit(limit)
+    return list((await session.execute(statement)).scalars())
+
+
+async def has_entry_of_type(session: AsyncSession, account_id: uuid.UUID, type_: str) -> bool:
+    statement = (
+        select(LedgerEntry.seq)
+        .where(LedgerEntry.account_id == account_id, LedgerEntry.type == type_)
+        .limit(1)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def balance_audit_rows(session: AsyncSession) -> list[tuple[uuid.UUID, int, int, int, int]]:
+    """Per account: available, reserved, the ledger's sum and the open holds' sum."""
+    ledger = (
+        select(LedgerEntry.account_id, func.sum(LedgerEntry.amount).label("total"))
+        .group_by(LedgerEntry.account_id)
+        .subquery()
+    )
+    holds = (
+        select(CreditHold.account_id, func.sum(CreditHold.amount).label("total"))
+        .where(CreditHold.status == "open")
+        .group_by(CreditHold.account_id)
+        .subquery()
+    )
+    statement = (
+        select(
+            CreditBalance.account_id,
+            CreditBalance.available,
+            CreditBalance.reserved,
+            func.coalesce(ledger.c.total, 0),
+            func.coalesce(holds.c.total, 0),
+        )
+        .outerjoin(ledger, ledger.c.account_id == CreditBalance.account_id)
+        .outerjoin(holds, holds.c.account_id == CreditBalance.account_id)
+        .order_by(CreditBalance.account_id)
+    )
+    return [tuple(row) for row in (await session.execute(statement)).all()]  # type: ignore[misc]
+
+
+async def broken_chain_counts(session: AsyncSession) -> dict[uuid.UUID, int]:
+    """Accounts with entries whose `balance_after` is not the running sum of amounts."""
+    running = select(
+        LedgerEntry.account_id,
+        LedgerEntry.balance_after,
+        func.sum(LedgerEntry.amount)
+        .over(partition_by=LedgerEntry.account_id, order_by=LedgerEntry.seq)
+        .label("running_sum"),
+    ).subquery()
+    statement = (
+        select(running.c.account_id, func.count())
+        .where(running.c.balance_after != running.c.running_sum)
+        .group_by(running.c.account_id)
+    )
+    return {row[0]: row[1] for row in (await session.execute(statement)).all()}

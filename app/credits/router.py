@@ -1,0 +1,157 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
+
+from app import idempotency
+from app.accounts import service as accounts
+from app.accounts.dependencies import AdminAccess, CurrentAccount
+from app.credits import service
+from app.credits.schemas import (
+    AdjustmentCreate,
+    BalanceRead,
+    EstimateCredits,
+    EstimateRead,
+    LedgerEntryRead,
+    LedgerPage,
+)
+from app.credits.service import InsufficientCreditsToTake
+from app.credits.views import InvalidCursor, balance_snapshot, ledger_page
+from app.db import Session
+from app.errors import IdempotencyKeyReused, NotFound, Unauthorized, problem_responses
+from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
+from app.payments import packages
+
+router = APIRouter()
+
+LedgerLimit = Annotated[int, Query(ge=1, le=200, description="Entries per page.")]
+LedgerCursor = Annotated[
+    str | None,
+    Query(max_length=64, description="`next_cursor` of the previous page."),
+]
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        description="A unique key per intended adjustment; a retry with it is not applied twice.",
+    ),
+]
+
+
+@router.get(
+    "/v1/balance",
+    tags=["balance"],
+    responses=problem_responses(Unauthorized),
+)
+async def get_balance(account: CurrentAccount, session: Session, response: Response) -> BalanceRead:
+    """The account's credit balance and badge text; never cached."""
+    response.headers["Cache-Control"] = "no-store"
+    return await balance_snapshot(session, account)
+
+
+@router.get(
+    "/v1/ledger",
+    tags=["balance"],
+    responses=problem_responses(Unauthorized, InvalidCursor),
+)
+async def list_ledger(
+    account: CurrentAccount, session: Session, limit: LedgerLimit = 50, cursor: LedgerCursor = None
+) -> LedgerPage:
+    """The account's ledger, newest first, one page at a time."""
+    return await ledger_page(session, account, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/v1/estimate",
+    tags=["balance"],
+    responses=problem_responses(Unauthorized),
+)
+async def estimate_credits(
+    account: CurrentAccount,
+    session: Session,
+    pages: Annotated[int, Query(ge=0, le=1_000_000, description="Pages to cover.")] = 0,
+    images: Annotated[int, Query(ge=0, le=1_000_000, description="Images needing alt text.")] = 0,
+    schema: Annotated[bool, Query(description="Also a schema field set per page.")] = False,
+) -> EstimateRead:
+    """Credits for a full pass over a site: a meta title and description per page, alt text
+    per image, optionally a schema per page (one credit each), and the package to buy."""
+    schema_credits = pages if schema else 0
+    total = pages * 2 + images + schema_credits
+    first_time_available = not await service.has_purchased(session, account.id)
+    return EstimateRead(
+        credits=EstimateCredits(
+            meta_titles=pages,
+            meta_descriptions=pages,
+            alt_text=images,
+            schema_=schema_credits,
+            total=total,
+        ),
+        recommended_package=packages.recommend(total, first_time_available=first_time_available).id,
+    )
+
+
+@router.post(
+    "/v1/admin/accounts/{account_id}/adjustments",
+    tags=["admin"],
+    status_code=201,
+    responses=problem_responses(
+        Unauthorized,
+        NotFound,
+        InsufficientCreditsToTake,
+        IdempotencyKeyReused,
+        IdempotentRequestInProgress,
+    ),
+)
+async def create_adjustment(
+    account_id: uuid.UUID,
+    body: AdjustmentCreate,
+    idempotency_key: IdempotencyKey,
+    session: Session,
+    _: AdminAccess,
+) -> LedgerEntryRead:
+    """Add or take away credits by hand, with a reason for the audit trail.
+
+    A negative adjustment larger than `available` is `409 insufficient_credits`."""
+    await accounts.get_account(session, account_id)
+    fingerprint = idempotency.fingerprint(
+        "POST", f"/v1/admin/accounts/{account_id}/adjustments", body.model_dump(mode="json")
+    )
+    claim = await idempotency.claim(session, "admin", idempotency_key, fingerprint)
+    if isinstance(claim, idempotency.Replay):
+        return JSONResponse(claim.body, status_code=claim.status_code)  # type: ignore[return-value]
+    if isinstance(claim, idempotency.InProgress):
+        raise IdempotentRequestInProgress("Retry shortly.", headers={"Retry-After": "1"})
+    description = f"Adjustment: {body.reason}"
+    if body.amount > 0:
+        entry = await service.grant(
+            session, account_id, body.amount, type="adjustment", description=description
+        )
+    else:
+        taken = await service.take(
+            session, account_id, -body.amount, type="adjustment", description=description
+        )
+        assert taken is not None
+        entry = taken
+    result = LedgerEntryRead.model_validate(entry)
+    await idempotency.complete(session, claim, 201, result.model_dump(mode="json"))
+    return result
+
+
+@router.get(
+    "/v1/admin/accounts/{account_id}/ledger",
+    tags=["admin"],
+    responses=problem_responses(Unauthorized, NotFound, InvalidCursor),
+)
+async def list_account_ledger(
+    account_id: uuid.UUID,
+    session: Session,
+    _: AdminAccess,
+    limit: LedgerLimit = 50,
+    cursor: LedgerCursor = None,
+) -> LedgerPage:
+    """Any account's ledger, as the account sees it at `/v1/ledger`."""
+    account = await accounts.get_account(session, account_id)
+    return await ledger_page(session, account, limit=limit, cursor=cursor)

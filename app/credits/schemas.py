@@ -1,0 +1,111 @@
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.accounts.models import SubscriptionStatus
+
+LedgerEntryType = Literal[
+    "starter_grant", "purchase", "consumption", "adjustment", "refund_reversal"
+]
+MAX_ADJUSTMENT = 100_000_000
+
+
+def badge_text(available: int) -> str:
+    """The plugin's badge: "60,498 Credits", "1 Credit", "0 Credits"."""
+    return f"{available:,} Credit{'' if available == 1 else 's'}"
+
+
+class BalanceRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "available": 60498,
+                    "reserved": 2,
+                    "display": "60,498 Credits",
+                    "usable": True,
+                    "subscription_status": "active",
+                    "as_of": "2026-11-26T12:00:00Z",
+                }
+            ]
+        }
+    )
+
+    available: int
+    """Credits that can be spent now."""
+    reserved: int
+    """Credits held by generations in flight."""
+    display: str
+    """The badge text."""
+    usable: bool
+    """False while the subscription has lapsed: the balance is kept but frozen."""
+    subscription_status: SubscriptionStatus
+    as_of: datetime
+
+
+class LedgerEntryRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    type: LedgerEntryType
+    amount: int
+    """Signed credits."""
+    balance_after: int
+    """The settled balance (available + reserved) right after this entry."""
+    created_at: datetime
+    description: str
+    generation_id: uuid.UUID | None
+    batch_id: uuid.UUID | None
+    purchase_intent_id: uuid.UUID | None
+    polar_order_id: str | None
+
+
+class LedgerPage(BaseModel):
+    entries: list[LedgerEntryRead]
+    next_cursor: str | None
+    """Pass as `cursor` for the next (older) page; null on the last page."""
+
+
+class EstimateCredits(BaseModel):
+    meta_titles: int
+    meta_descriptions: int
+    alt_text: int
+    schema_: int = Field(alias="schema", serialization_alias="schema")
+    total: int
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class EstimateRead(BaseModel):
+    credits: EstimateCredits
+    recommended_package: str
+    """The package id the help page's planning guide points to."""
+
+
+class AdjustmentCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"amount": 250, "reason": "Refund of credits lost to ticket #4182"}]
+        }
+    )
+
+    amount: int = Field(ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT)
+    """Credits to add (positive) or take away (negative); never zero."""
+    reason: str = Field(min_length=1, max_length=500)
+
+    @field_validator("amount")
+    @classmethod
+    def _non_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must not be zero")
+        return value
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        return value

@@ -1,0 +1,100 @@
+"""Builds the FastAPI application: routers, error handlers and the lifespan."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from app.accounts.router import router as accounts_router
+from app.config import Settings, get_settings
+from app.credits.router import router as credits_router
+from app.credits.sweeper import sweep_forever
+from app.db import create_engine, create_sessionmaker
+from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_handlers
+from app.health import router as health_router
+
+logger = logging.getLogger("app")
+
+API_DESCRIPTION = """\
+RankFrame's AI credits: one account-level balance shared by all of an account's sites,
+AI generations that cost one credit per completed output, and credit packages bought
+through Polar. Errors are RFC 9457 `application/problem+json` with a stable `code`.
+"""
+
+
+def operation_id(route: APIRoute) -> str:
+    """Stable operation ids: the endpoint function's name (unique across the app)."""
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        sweeper = asyncio.create_task(
+            sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
+        )
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await engine.dispose()
+
+    app = FastAPI(
+        title="RankFrame credits service",
+        version="1.0.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(accounts_router)
+    app.include_router(credits_router)
+    _register_problem_schemas(app)
+    return app
+
+
+def _register_problem_schemas(app: FastAPI) -> None:
+    """Put `Problem` in the document's components so every error response can refer to it."""
+    original = app.openapi
+
+    def openapi() -> dict:  # type: ignore[type-arg]
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("Problem", Problem.model_json_schema())
+        components["ValidationProblem"] = ValidationProblem.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        # FastAPI documents 422 with its own shape; ours is problem+json with `errors`.
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                if "422" in operation.get("responses", {}):
+                    operation["responses"]["422"] = {
+                        "description": "Validation error: `validation_error`",
+                        "content": {
+                            PROBLEM_JSON: {
+                                "schema": {"$ref": "#/components/schemas/ValidationProblem"}
+                            }
+                        },
+                    }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+app = create_app()

@@ -1,0 +1,17 @@
+"""Imports every model so `Base.metadata` is complete (Alembic, the reconcile command)."""
+
+from app.accounts.models import Account, ApiKey, Site
+from app.credits.models import CreditBalance, CreditHold, LedgerEntry
+from app.db import Base
+from app.idempotency import IdempotencyRecord
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "Base",
+    "CreditBalance",
+    "CreditHold",
+    "IdempotencyRecord",
+    "LedgerEntry",
+    "Site",
+]
