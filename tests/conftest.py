@@ -201,3 +201,10 @@ async def funded_account(client: httpx.AsyncClient, credits: int) -> TestAccount
         response = await adjust(client, account, credits)
         assert response.status_code == 201, response.text
     return account
+
+
+@pytest.fixture(scope="session")
+def postgres_database(request: pytest.FixtureRequest) -> Database:
+    """For behaviour that exists only on PostgreSQL (several server processes, SKIP LOCKED,
+    LISTEN/NOTIFY): always PostgreSQL, never parametrized, never skipped."""
+    return Database("postgres", request.getfixturevalue("_postgres_database"))
