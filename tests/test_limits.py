@@ -3,8 +3,8 @@
 import httpx
 import pytest
 
-from app.main import create_app
 from app.limits import TokenBucketLimiter
+from app.main import create_app
 from tests.conftest import ADMIN, make_settings, new_account
 
 PLUGIN = "abc123xyz"
