@@ -140,6 +140,17 @@ def _json_safe_errors(errors: list[Any]) -> list[dict[str, Any]]:
     return safe
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method any route offers at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        path_matches = match.name != "NONE"
+        if path_matches and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -158,13 +169,23 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body" (undecodable bytes): a validation error.
+            return problem_response(
+                422,
+                "validation_error",
+                "The request is not valid",
+                "The request body is not valid UTF-8 JSON.",
+                errors=[{"loc": ["body"], "msg": str(exc.detail), "type": "json_invalid"}],
+            )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         title = HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) else title
-        return problem_response(
-            exc.status_code, code, title, detail, headers=dict(exc.headers or {})
-        )
+        return problem_response(exc.status_code, code, title, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -91,7 +91,9 @@ class AdjustmentCreate(BaseModel):
         }
     )
 
-    amount: int = Field(ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT)
+    amount: int = Field(
+        ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT, json_schema_extra={"not": {"const": 0}}
+    )
     """Credits to add (positive) or take away (negative); never zero."""
     reason: str = Field(min_length=1, max_length=500)
 
