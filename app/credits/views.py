@@ -12,6 +12,9 @@ from app.credits.schemas import BalanceRead, LedgerEntryRead, LedgerPage, badge_
 from app.db import utcnow
 from app.errors import AppError
 
+MAX_SEQ = 2**63 - 1
+"""The largest `ledger_entry.seq` (a signed 64-bit key); a cursor beyond it is not ours."""
+
 
 class InvalidCursor(AppError):
     status = 422
@@ -39,10 +42,11 @@ def encode_cursor(seq: int) -> str:
 def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s"):
+        digits = raw[1:]
+        if not raw.startswith("s") or not (digits.isascii() and digits.isdigit()):
             raise ValueError(raw)
-        seq = int(raw[1:])
-        if seq < 0:
+        seq = int(digits)
+        if not 0 <= seq <= MAX_SEQ:
             raise ValueError(raw)
         return seq
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
