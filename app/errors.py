@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://docs.rankframe.com/problems/"
@@ -140,15 +141,26 @@ def _json_safe_errors(errors: list[Any]) -> list[dict[str, Any]]:
     return safe
 
 
+_HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head"}
+
+
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method any route offers at this path (Starlette names only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        path_matches = match.name != "NONE"
-        if path_matches and getattr(route, "methods", None):
-            methods |= set(route.methods)
-    return sorted(methods)
+    """Every method the API offers at this path (Starlette names only the first route's),
+    read from the app's own OpenAPI document once."""
+    table = getattr(request.app.state, "allowed_methods_by_path", None)
+    if table is None:
+        table = []
+        for path, item in request.app.openapi().get("paths", {}).items():
+            methods = {method.upper() for method in item if method in _HTTP_METHODS}
+            if "GET" in methods:
+                methods.add("HEAD")
+            table.append((compile_path(path)[0], methods))
+        request.app.state.allowed_methods_by_path = table
+    allowed: set[str] = set()
+    for regex, methods in table:
+        if regex.match(request.url.path):
+            allowed |= methods
+    return sorted(allowed)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -3,7 +3,7 @@ import uuid
 from fastapi import APIRouter, Response
 
 from app.accounts import service
-from app.accounts.dependencies import AdminAccess, AppSettings, CurrentAccount
+from app.accounts.dependencies import AdminAccess, AppSettings, CurrentAccount, OwnedSite
 from app.accounts.models import Account, ApiKey
 from app.accounts.schemas import (
     AccountCreate,
@@ -161,6 +161,16 @@ async def list_sites(account: CurrentAccount, session: Session) -> SiteList:
     """The account's connected sites."""
     sites = await service.list_sites(session, account.id)
     return SiteList(sites=[SiteRead.model_validate(s) for s in sites])
+
+
+@router.get(
+    "/v1/sites/{site_id}",
+    tags=["sites"],
+    responses=problem_responses(Unauthorized, NotFound),
+)
+async def get_site(site: OwnedSite) -> SiteRead:
+    """One of the account's connected sites; another account's site is 404."""
+    return SiteRead.model_validate(site)
 
 
 @router.delete(

@@ -5,6 +5,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.accounts.models import SubscriptionStatus
 from app.credits.schemas import BalanceRead
+from app.validation import StoredText
 
 
 class SubscriptionRead(BaseModel):
@@ -72,8 +73,8 @@ class SiteCreate(BaseModel):
         json_schema_extra={"examples": [{"framer_project_id": "xYz123", "name": "My site"}]}
     )
 
-    framer_project_id: str = Field(min_length=1, max_length=200)
-    name: str = Field(min_length=1, max_length=200)
+    framer_project_id: StoredText = Field(min_length=1, max_length=200)
+    name: StoredText = Field(min_length=1, max_length=200)
 
     @field_validator("framer_project_id", "name")
     @classmethod

@@ -142,11 +142,16 @@ async def lock_due_holds(session: AsyncSession, now: datetime, limit: int) -> li
 
 
 async def extend_open_holds(
-    session: AsyncSession, hold_ids: Sequence[uuid.UUID], expires_at: datetime
+    session: AsyncSession, hold_ids: Sequence[uuid.UUID], now: datetime, expires_at: datetime
 ) -> int:
+    """Push back the expiry of holds still open and not yet expired at `now`."""
     result = await session.execute(
         update(CreditHold)
-        .where(CreditHold.id.in_(hold_ids), CreditHold.status == "open")
+        .where(
+            CreditHold.id.in_(hold_ids),
+            CreditHold.status == "open",
+            CreditHold.expires_at > now,
+        )
         .values(expires_at=expires_at)
         .execution_options(synchronize_session=False)
     )

@@ -262,10 +262,14 @@ async def extend(
     ttl: timedelta,
     now: datetime | None = None,
 ) -> int:
-    """Keep open holds alive for `ttl` more (a worker's heartbeat); returns how many."""
+    """Keep open holds alive for `ttl` more (a worker's heartbeat); returns how many.
+
+    A hold already past its expiry stays expired, as a settle would find it: a late
+    heartbeat cannot revive it."""
     if not hold_ids:
         return 0
-    return await repository.extend_open_holds(session, hold_ids, (now or utcnow()) + ttl)
+    now = now or utcnow()
+    return await repository.extend_open_holds(session, hold_ids, now, now + ttl)
 
 
 async def expire_due(
