@@ -5,6 +5,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from app.accounts.models import SubscriptionStatus
 from app.credits.schemas import BalanceRead
+from app.payments.schemas import PurchaseReviewRead
 
 
 class SubscriptionRead(BaseModel):
@@ -90,3 +91,5 @@ class AdminAccountRead(AccountRead):
 
     balance: BalanceRead
     api_keys: list[ApiKeyRead]
+    purchases_needing_review: list[PurchaseReviewRead]
+    """Paid purchases credited against a rule (a second first-time offer): support decides."""
