@@ -34,8 +34,6 @@ async def inbox_rows(sessionmaker, webhook_id: str) -> int:
             await session.execute(select(func.count()).where(WebhookEvent.webhook_id == webhook_id))
         ).scalar_one()
 
-    return body.replace(b'"paid"', b'"PAID"', 1), headers
-
 
 SIGNATURE_CASES = {
     "valid_legacy_key": (lambda body: signed_headers(body, form="legacy"), 202),
