@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 CHANNEL = "rankframe_balance_changed"
 RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 LISTENER_CHECK_SECONDS = 10.0
+LISTENER_APPLICATION_NAME = "rankframe-balance-listener"
 
 
 class Subscription:
@@ -148,7 +149,11 @@ class PostgresListener:
         while True:
             connection: asyncpg.Connection | None = None
             try:
-                connection = await asyncpg.connect(self._dsn, timeout=10)
+                connection = await asyncpg.connect(
+                    self._dsn,
+                    timeout=10,
+                    server_settings={"application_name": LISTENER_APPLICATION_NAME},
+                )
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._on_notification)
