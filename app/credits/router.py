@@ -28,6 +28,8 @@ from app.payments import packages
 
 router = APIRouter()
 
+STREAM_POLL_SECONDS = 1.0
+
 LedgerLimit = Annotated[int, Query(ge=1, le=200, description="Entries per page.")]
 LedgerCursor = Annotated[
     str | None,
@@ -82,8 +84,19 @@ async def stream_balance(
                 current = await accounts.get_account(session, account.id)
                 snapshot = await balance_snapshot(session, current)
             yield ServerSentEvent(event="balance", data=snapshot)
-            while not await subscription.wait(settings.balance_heartbeat_seconds):
-                yield ServerSentEvent(comment="heartbeat")
+            quiet_for = 0.0
+            while True:
+                # Wake at least every second to notice a client that went away (a write
+                # would only fail at the next heartbeat, holding the stream open till then).
+                slice_seconds = min(STREAM_POLL_SECONDS, settings.balance_heartbeat_seconds)
+                if await subscription.wait(slice_seconds):
+                    break
+                if await request.is_disconnected():
+                    return
+                quiet_for += slice_seconds
+                if quiet_for >= settings.balance_heartbeat_seconds:
+                    quiet_for = 0.0
+                    yield ServerSentEvent(comment="heartbeat")
 
 
 @router.get(

@@ -7,12 +7,13 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from polar.base import PolarError
-from polar.v2026_10 import PolarAsync
+from typing import TYPE_CHECKING
 
 from app.config import Settings
 from app.errors import AppError
+
+if TYPE_CHECKING:
+    from polar.v2026_10 import PolarAsync
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +32,18 @@ class CheckoutSession:
 
 
 @contextlib.asynccontextmanager
-async def polar_client(settings: Settings) -> AsyncIterator[PolarAsync | None]:
-    """One client (one connection pool) per app lifetime; None without an access token."""
+async def polar_client(settings: Settings) -> AsyncIterator["PolarAsync | None"]:
+    """One client (one connection pool) per app lifetime; None without an access token.
+
+    polar-sdk takes seconds to import, so it is imported only when payments are configured
+    (at startup, so the first checkout or webhook does not pay for it)."""
+    if settings.polar_webhook_secret is not None:
+        import polar.webhooks  # noqa: F401
     if settings.polar_access_token is None:
         yield None
         return
+    from polar.v2026_10 import PolarAsync
+
     client = PolarAsync(
         settings.polar_access_token.get_secret_value(),
         base_url=settings.polar_server_url.rstrip("/"),
@@ -46,7 +54,7 @@ async def polar_client(settings: Settings) -> AsyncIterator[PolarAsync | None]:
 
 
 async def create_checkout(
-    client: PolarAsync,
+    client: "PolarAsync",
     *,
     product_id: str,
     account_id: uuid.UUID,
@@ -57,6 +65,8 @@ async def create_checkout(
 ) -> CheckoutSession:
     """Open a Polar checkout for one package. Any failure (an error answer, a timeout, an
     unreadable answer) is `PaymentProviderError`."""
+    from polar.base import PolarError
+
     try:
         # httpx's timeout is per phase; this bounds the whole call.
         async with asyncio.timeout(timeout_seconds):

@@ -1,9 +1,8 @@
 import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
-from polar.v2026_10 import PolarAsync
 
 from app import idempotency
 from app.accounts.dependencies import AppSettings, CurrentAccount
@@ -42,12 +41,17 @@ OptionalIdempotencyKey = Annotated[
 ]
 
 
-def get_polar(request: Request) -> PolarAsync | None:
+if TYPE_CHECKING:
+    from polar.v2026_10 import PolarAsync
+
+
+def get_polar(request: Request) -> Any:
+    """The app's Polar client (None when `POLAR_ACCESS_TOKEN` is not set)."""
     client: PolarAsync | None = request.app.state.polar
     return client
 
 
-PolarClient = Annotated[PolarAsync | None, Depends(get_polar)]
+PolarClient = Annotated[Any, Depends(get_polar)]
 
 
 def intent_read(intent: PurchaseIntent) -> PurchaseIntentRead:

@@ -16,12 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from polar.webhooks import (
-    PolarWebhookError,
-    PolarWebhookUnknownTypeError,
-    PolarWebhookVerificationError,
-    validate_event,
-)
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -81,6 +75,13 @@ class Delivery:
 
 def verify(body: bytes, headers: Mapping[str, str], secret: str | None) -> Delivery:
     """Check the signature; `InvalidSignature` unless it is Polar's and fresh."""
+    from polar.webhooks import (  # imported at startup by `polar_client` when configured
+        PolarWebhookError,
+        PolarWebhookUnknownTypeError,
+        PolarWebhookVerificationError,
+        validate_event,
+    )
+
     if not secret:
         raise InvalidSignature("Webhooks are disabled: POLAR_WEBHOOK_SECRET is not set.")
     plain_headers = {key.lower(): value for key, value in headers.items()}
