@@ -12,6 +12,7 @@ after the commit. A stream that hears about its account re-reads the balance and
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
@@ -30,6 +31,11 @@ CHANNEL = "rankframe_balance_changed"
 RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 LISTENER_CHECK_SECONDS = 10.0
 LISTENER_APPLICATION_NAME = "rankframe-balance-listener"
+
+
+def listener_application_name(pid: int | None = None) -> str:
+    """How the listener shows in `pg_stat_activity`: per process, for operators (and tests)."""
+    return f"{LISTENER_APPLICATION_NAME}:{pid or os.getpid()}"
 
 
 class Subscription:
@@ -152,7 +158,7 @@ class PostgresListener:
                 connection = await asyncpg.connect(
                     self._dsn,
                     timeout=10,
-                    server_settings={"application_name": LISTENER_APPLICATION_NAME},
+                    server_settings={"application_name": listener_application_name()},
                 )
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda _c, lost=lost: lost.set())

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from app.credits.events import LISTENER_APPLICATION_NAME
+from app.credits.events import listener_application_name
 from tests.conftest import ADMIN
 from tests.payments.conftest import PRODUCTS
 from tests.polar_webhooks import SECRET, delivery, order
@@ -146,8 +146,8 @@ async def test_stream_survives_a_dropped_listen_connection(postgres_database):
                 try:
                     killed = await admin.fetchval(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND application_name = $1",
-                        LISTENER_APPLICATION_NAME,
+                        "WHERE datname = current_database() AND application_name = ANY($1)",
+                        [listener_application_name(s.process.pid) for s in (a, b)],
                     )
                 finally:
                     await admin.close()
