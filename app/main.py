@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 
 from app.accounts.router import router as accounts_router
 from app.config import Settings, get_settings
+from app.credits.events import balance_events
 from app.credits.router import router as credits_router
 from app.credits.sweeper import sweep_forever
 from app.db import create_engine, create_sessionmaker
@@ -19,6 +20,8 @@ from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_h
 from app.health import router as health_router
 from app.limits import BodySizeLimitMiddleware, TokenBucketLimiter
 from app.observability import RequestContextMiddleware, configure_logging
+from app.payments.polar import polar_client
+from app.payments.router import router as payments_router
 
 logger = logging.getLogger("app")
 
@@ -47,7 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )
         try:
-            yield
+            async with (
+                balance_events(settings) as app.state.balance_broadcaster,
+                polar_client(settings) as app.state.polar,
+            ):
+                yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -82,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(accounts_router)
     app.include_router(credits_router)
+    app.include_router(payments_router)
     _register_problem_schemas(app)
     return app
 
