@@ -2,7 +2,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 PackageId = Literal["first_time", "refill", "small"]
 IntentStatus = Literal["open", "completed", "expired", "refunded"]
@@ -29,6 +29,11 @@ class CreditPackageList(BaseModel):
     packages: list[CreditPackageRead]
 
 
+SUCCESS_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+"""An http(s) URL of printable ASCII: Polar validates it further and refuses what it cannot
+use (which this service answers as `502 payment_provider_error`)."""
+
+
 class PurchaseIntentCreate(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -37,7 +42,9 @@ class PurchaseIntentCreate(BaseModel):
     )
 
     package_id: PackageId
-    success_url: AnyHttpUrl | None = Field(default=None, max_length=2000)
+    success_url: str | None = Field(
+        default=None, min_length=8, max_length=2000, pattern=SUCCESS_URL_PATTERN
+    )
     """Where Polar sends the buyer after paying."""
 
 
