@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     hold_sweep_interval_seconds: float = Field(default=15.0, gt=0)
     """How often the in-app sweeper looks for expired holds."""
     db_pool_size: int = Field(default=10, ge=1)
+    db_pool_pre_ping: bool = True
+    """Test each pooled PostgreSQL connection before use (one round trip per checkout)."""
     log_level: str = "INFO"
     cors_allow_localhost: bool = False
     """Development only: also allow `http://localhost:*` and `http://127.0.0.1:*` origins."""

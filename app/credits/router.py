@@ -21,7 +21,7 @@ from app.credits.schemas import (
 )
 from app.credits.service import InsufficientCreditsToTake
 from app.credits.views import CURSOR_PATTERN, balance_snapshot, ledger_page
-from app.db import Session
+from app.db import ReadSession, Session
 from app.errors import IdempotencyKeyReused, NotFound, Unauthorized, problem_responses
 from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
 from app.payments import packages
@@ -51,7 +51,9 @@ IdempotencyKey = Annotated[
     tags=["balance"],
     responses=problem_responses(Unauthorized),
 )
-async def get_balance(account: CurrentAccount, session: Session, response: Response) -> BalanceRead:
+async def get_balance(
+    account: CurrentAccount, session: ReadSession, response: Response
+) -> BalanceRead:
     """The account's credit balance and badge text; never cached."""
     response.headers["Cache-Control"] = "no-store"
     return await balance_snapshot(session, account)
