@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from polar.v2026_10 import PolarAsync
 
 
-def get_polar(request: Request) -> Any:
+async def get_polar(request: Request) -> Any:
     """The app's Polar client (None when `POLAR_ACCESS_TOKEN` is not set)."""
     client: PolarAsync | None = request.app.state.polar
     return client
