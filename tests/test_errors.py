@@ -1,5 +1,6 @@
 """Whatever a client sends, the answer is a problem+json 4xx that changes nothing, never a 500."""
 
+import asyncio
 import base64
 import json
 import uuid
@@ -247,3 +248,30 @@ async def test_a_taken_email_is_a_conflict(client, database):
     assert first.status_code == 201
     again = await client.post("/v1/admin/accounts", json={"email": email.upper()}, headers=ADMIN)
     assert_problem(again, 409, "email_taken")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"email": "a\\ud800@example.com"}', b'{"email": "\\u0000"}', b'{"email": 5}', b"{}"],
+)
+async def test_odd_emails_are_validation_errors(client, database, raw):
+    response = await client.post(
+        "/v1/admin/accounts",
+        content=raw,
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+    assert_problem(response, 422, "validation_error")
+
+
+async def test_racing_creates_of_one_email_make_one_account(client, database):
+    email = f"{uuid.uuid4().hex}@example.com"
+    responses = await asyncio.gather(
+        *(
+            client.post("/v1/admin/accounts", json={"email": email}, headers=ADMIN)
+            for _ in range(10)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [201] + [409] * 9
+    for response in responses:
+        if response.status_code == 409:
+            assert_problem(response, 409, "email_taken")
