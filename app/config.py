@@ -38,6 +38,17 @@ class Settings(BaseSettings):
     """How often the in-app sweeper looks for expired holds."""
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"
+    cors_allow_localhost: bool = False
+    """Development only: also allow `http://localhost:*` and `http://127.0.0.1:*` origins."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest request body, except generation batches."""
+    max_batch_body_bytes: int = Field(default=26_214_400, ge=1024)
+    """Largest generation-batch body (up to 1,000 items of page content)."""
+    rate_limit_generations_per_minute: int = Field(default=300, ge=1)
+    """Per account and server instance; a batch counts once."""
+    rate_limit_generations_burst: int = Field(default=60, ge=1)
+    rate_limit_purchases_per_minute: int = Field(default=10, ge=1)
+    rate_limit_purchases_burst: int = Field(default=5, ge=1)
 
     @model_validator(mode="after")
     def _refuse_weak_admin_token_in_production(self) -> "Settings":

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://docs.rankframe.com/problems/"
@@ -140,6 +141,28 @@ def _json_safe_errors(errors: list[Any]) -> list[dict[str, Any]]:
     return safe
 
 
+_HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head"}
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the API offers at this path (Starlette names only the first route's),
+    read from the app's own OpenAPI document once."""
+    table = getattr(request.app.state, "allowed_methods_by_path", None)
+    if table is None:
+        table = []
+        for path, item in request.app.openapi().get("paths", {}).items():
+            methods = {method.upper() for method in item if method in _HTTP_METHODS}
+            if "GET" in methods:
+                methods.add("HEAD")
+            table.append((compile_path(path)[0], methods))
+        request.app.state.allowed_methods_by_path = table
+    allowed: set[str] = set()
+    for regex, methods in table:
+        if regex.match(request.url.path):
+            allowed |= methods
+    return sorted(allowed)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -158,13 +181,23 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body" (undecodable bytes): a validation error.
+            return problem_response(
+                422,
+                "validation_error",
+                "The request is not valid",
+                "The request body is not valid UTF-8 JSON.",
+                errors=[{"loc": ["body"], "msg": str(exc.detail), "type": "json_invalid"}],
+            )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         title = HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) else title
-        return problem_response(
-            exc.status_code, code, title, detail, headers=dict(exc.headers or {})
-        )
+        return problem_response(exc.status_code, code, title, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

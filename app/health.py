@@ -1,9 +1,12 @@
 import asyncio
 
 from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
+from app import metrics
+from app.credits.models import CreditHold
 from app.errors import AppError, problem_responses
 
 router = APIRouter(tags=["health"])
@@ -34,3 +37,35 @@ async def readyz(request: Request) -> HealthRead:
     except Exception as exc:
         raise DatabaseUnavailable(f"{type(exc).__name__} while querying the database") from exc
     return HealthRead(status="ok")
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def get_metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text format: requests, generations, credits moved, provider and webhook
+    outcomes, and the open holds (read from the database, so the same on every instance)."""
+    extra = ""
+    try:
+        async with asyncio.timeout(5), request.app.state.sessionmaker() as session:
+            count, total = (
+                await session.execute(
+                    select(func.count(), func.coalesce(func.sum(CreditHold.amount), 0)).where(
+                        CreditHold.status == "open"
+                    )
+                )
+            ).one()
+            await session.rollback()
+        extra = (
+            "# HELP rankframe_open_holds Open credit holds\n# TYPE rankframe_open_holds gauge\n"
+            f"rankframe_open_holds {count}\n"
+            "# HELP rankframe_open_hold_credits Credits held by open holds\n"
+            "# TYPE rankframe_open_hold_credits gauge\n"
+            f"rankframe_open_hold_credits {total}\n"
+        )
+    except Exception:
+        extra = ""
+    body, content_type = metrics.exposition(extra)
+    return PlainTextResponse(body, media_type=content_type)

@@ -3,9 +3,11 @@
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from app.accounts.router import router as accounts_router
@@ -15,6 +17,8 @@ from app.credits.sweeper import sweep_forever
 from app.db import create_engine, create_sessionmaker
 from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_handlers
 from app.health import router as health_router
+from app.limits import BodySizeLimitMiddleware, TokenBucketLimiter
+from app.observability import RequestContextMiddleware, configure_logging
 
 logger = logging.getLogger("app")
 
@@ -35,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
@@ -57,12 +62,55 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
+    app.state.rate_limiters = {
+        "generations": TokenBucketLimiter(
+            settings.rate_limit_generations_per_minute, settings.rate_limit_generations_burst
+        ),
+        "purchases": TokenBucketLimiter(
+            settings.rate_limit_purchases_per_minute, settings.rate_limit_purchases_burst
+        ),
+    }
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        limit=settings.max_body_bytes,
+        large_limit=settings.max_batch_body_bytes,
+        large_paths=("/v1/generation-batches",),
+    )
+    _install_cors(app, settings)
+    app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(accounts_router)
     app.include_router(credits_router)
     _register_problem_schemas(app)
     return app
+
+
+def plugin_origin_regex(settings: Settings) -> str | None:
+    """The Framer plugin's origins (`https://<id>.plugins.framercdn.com` and
+    `https://<id>-<version>.plugins.framercdn.com`), plus localhost when allowed."""
+    patterns = []
+    if settings.framer_plugin_id:
+        plugin = re.escape(settings.framer_plugin_id)
+        patterns.append(rf"https://{plugin}(-[A-Za-z0-9]+)?\.plugins\.framercdn\.com")
+    if settings.cors_allow_localhost:
+        patterns.append(r"http://(localhost|127\.0\.0\.1)(:[0-9]{1,5})?")
+    return "^(" + "|".join(patterns) + ")$" if patterns else None
+
+
+def _install_cors(app: FastAPI, settings: Settings) -> None:
+    origin_regex = plugin_origin_regex(settings)
+    if origin_regex is None:
+        return  # no CORS headers for anyone
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origin_regex=origin_regex,
+        allow_credentials=False,  # bearer tokens, no cookies: never `*` with credentials
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        expose_headers=["Retry-After", "X-Request-ID"],
+        max_age=600,
+    )
 
 
 def _register_problem_schemas(app: FastAPI) -> None:

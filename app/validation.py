@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 
 
 def _storable(value: str) -> str:
@@ -17,5 +17,20 @@ def _storable(value: str) -> str:
     return value
 
 
-StoredText = Annotated[str, AfterValidator(_storable)]
+StoredText = Annotated[
+    str,
+    AfterValidator(_storable),
+    Field(json_schema_extra={"pattern": "^[^\\u0000\\ud800-\\udfff]*$"}),
+]
 """A string a client sends that will be stored or echoed: no NUL, no lone surrogates."""
+
+
+def _json_integer(value: object) -> object:
+    """JSON integers only: `true` and `"1"` are not credits (`1.0` is an integer in JSON)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+"""An integer as JSON Schema defines one: 3 and 3.0, never `true` or `"3"`."""

@@ -43,6 +43,7 @@ def start_server(database_url: str, **env: str) -> ServerProcess:
         "DATABASE_URL": database_url,
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "PYTHONUNBUFFERED": "1",
+        "LOG_LEVEL": "WARNING",
         **env,
     }
     process = subprocess.Popen(

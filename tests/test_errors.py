@@ -119,7 +119,7 @@ async def test_wrong_site_fields_are_validation_errors_that_change_nothing(
         b'{"amount": -1000000000000000000000000000000, "reason": "huge"}',
         b'{"amount": 1e400, "reason": "infinite"}',
         b'{"amount": 1.5, "reason": "fraction"}',
-        b'{"amount": 5.0, "reason": "float"}',
+        b'{"amount": 5.5, "reason": "fraction"}',
         b'{"amount": "5", "reason": "text"}',
         b'{"amount": true, "reason": "bool"}',
         b'{"amount": null, "reason": "null"}',

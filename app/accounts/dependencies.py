@@ -12,6 +12,7 @@ from app.accounts.models import Account, Site
 from app.config import Settings
 from app.db import Session
 from app.errors import Unauthorized
+from app.observability import account_id_var
 
 _bearer = HTTPBearer(auto_error=False, description="An account API key (`rfk_...`).")
 _admin_bearer = HTTPBearer(
@@ -42,6 +43,7 @@ async def current_account(
     if account is None:
         raise Unauthorized("The API key is unknown or revoked.", headers=_CHALLENGE)
     request.state.account_id = account.id
+    account_id_var.set(str(account.id))
     return account
 
 

@@ -1,7 +1,7 @@
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.accounts.models import SubscriptionStatus
 from app.credits.schemas import BalanceRead
@@ -25,10 +25,22 @@ class AccountRead(BaseModel):
     subscription: SubscriptionRead
 
 
+EMAIL_PATTERN = (
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+
+
 class AccountCreate(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"email": "owner@example.com"}]})
 
-    email: EmailStr = Field(max_length=320)
+    email: str = Field(
+        min_length=3,
+        max_length=320,
+        pattern=EMAIL_PATTERN,
+        description="The customer's email address (ASCII; lower-cased when stored).",
+    )
+    """Checked for shape only: the address is the customer's login with Polar, not mailed here."""
 
 
 class ApiKeyCreated(BaseModel):

@@ -17,7 +17,7 @@ from app.credits.schemas import (
     LedgerPage,
 )
 from app.credits.service import InsufficientCreditsToTake
-from app.credits.views import InvalidCursor, balance_snapshot, ledger_page
+from app.credits.views import CURSOR_PATTERN, balance_snapshot, ledger_page
 from app.db import Session
 from app.errors import IdempotencyKeyReused, NotFound, Unauthorized, problem_responses
 from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
@@ -28,7 +28,7 @@ router = APIRouter()
 LedgerLimit = Annotated[int, Query(ge=1, le=200, description="Entries per page.")]
 LedgerCursor = Annotated[
     str | None,
-    Query(max_length=64, description="`next_cursor` of the previous page."),
+    Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page."),
 ]
 IdempotencyKey = Annotated[
     str,
@@ -55,7 +55,7 @@ async def get_balance(account: CurrentAccount, session: Session, response: Respo
 @router.get(
     "/v1/ledger",
     tags=["balance"],
-    responses=problem_responses(Unauthorized, InvalidCursor),
+    responses=problem_responses(Unauthorized),
 )
 async def list_ledger(
     account: CurrentAccount, session: Session, limit: LedgerLimit = 50, cursor: LedgerCursor = None
@@ -143,7 +143,7 @@ async def create_adjustment(
 @router.get(
     "/v1/admin/accounts/{account_id}/ledger",
     tags=["admin"],
-    responses=problem_responses(Unauthorized, NotFound, InvalidCursor),
+    responses=problem_responses(Unauthorized, NotFound),
 )
 async def list_account_ledger(
     account_id: uuid.UUID,

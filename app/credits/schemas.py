@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.accounts.models import SubscriptionStatus
-from app.validation import StoredText
+from app.validation import JsonInt, StoredText
 
 LedgerEntryType = Literal[
     "starter_grant", "purchase", "consumption", "adjustment", "refund_reversal"
@@ -92,7 +92,9 @@ class AdjustmentCreate(BaseModel):
         }
     )
 
-    amount: int = Field(ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT, strict=True)
+    amount: JsonInt = Field(
+        ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT, json_schema_extra={"not": {"const": 0}}
+    )
     """Credits to add (positive) or take away (negative); never zero. A JSON integer:
     `true`, `1.0` or `"1"` are refused rather than read as credits."""
     reason: StoredText = Field(min_length=1, max_length=500)

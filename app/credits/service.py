@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import metrics
 from app.credits import repository
 from app.credits.models import CreditHold, LedgerEntry
 from app.db import utcnow
@@ -172,6 +173,7 @@ async def reserve_many(
     session.add_all(holds)
     await session.flush()
     mark_balance_changed(session, account_id)
+    metrics.count_credits_on_commit(session.info, "reserved", "hold", total)
     return holds
 
 
@@ -224,6 +226,8 @@ async def settle(
             ),
         )
     mark_balance_changed(session, hold.account_id)
+    metrics.count_credits_on_commit(session.info, "consumed", "consumption", used)
+    metrics.count_credits_on_commit(session.info, "released", "settled", hold.amount - used)
     return HoldResult(hold.id, HoldOutcome.SETTLED, "settled", used, entry)
 
 
@@ -299,6 +303,7 @@ async def _return_holds(
         amount = per_account[account_id]
         await repository.apply_delta(session, account_id, available=amount, reserved=-amount)
         mark_balance_changed(session, account_id)
+        metrics.count_credits_on_commit(session.info, "released", status, amount)
 
 
 async def grant(
@@ -391,6 +396,8 @@ async def _write_entry(
         ),
     )
     mark_balance_changed(session, account_id)
+    movement = "granted" if amount > 0 else "taken"
+    metrics.count_credits_on_commit(session.info, movement, type, abs(amount))
     return entry
 
 

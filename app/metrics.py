@@ -1,0 +1,93 @@
+"""Prometheus metrics. With several worker processes set `PROMETHEUS_MULTIPROC_DIR` to an
+empty directory so `/metrics` aggregates every worker (prometheus_client multiprocess mode)."""
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+REQUESTS = Counter(
+    "rankframe_http_requests_total",
+    "HTTP requests by route and status",
+    ["method", "route", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "rankframe_http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CREDITS = Counter(
+    "rankframe_credits_total",
+    "Credits moved, by movement (reserved, consumed, released, granted, taken) and entry type",
+    ["movement", "type"],
+)
+GENERATIONS = Counter(
+    "rankframe_generations_total", "Generations by kind and outcome", ["kind", "outcome"]
+)
+PROVIDER_SECONDS = Histogram(
+    "rankframe_provider_call_duration_seconds",
+    "Model provider call latency",
+    ["provider", "kind"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+)
+PROVIDER_ERRORS = Counter(
+    "rankframe_provider_errors_total", "Model provider errors by class", ["provider", "error"]
+)
+WEBHOOKS = Counter(
+    "rankframe_webhook_deliveries_total",
+    "Polar webhook deliveries by type and outcome",
+    ["type", "outcome"],
+)
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(method, route, str(status)).inc()
+    REQUEST_SECONDS.labels(method, route).observe(seconds)
+
+
+def count_credits(movement: str, type_: str, amount: int) -> None:
+    if amount:
+        CREDITS.labels(movement, type_).inc(amount)
+
+
+def exposition(extra: str = "") -> tuple[bytes, str]:
+    """The text exposition of this process (or of all workers in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    return body + extra.encode(), CONTENT_TYPE_LATEST
+
+
+_PENDING_KEY = "rankframe.pending_credit_metrics"
+
+
+def count_credits_on_commit(info: dict, movement: str, type_: str, amount: int) -> None:  # type: ignore[type-arg]
+    """Count credits moved by a transaction only once it commits (`info` is the session's)."""
+    info.setdefault(_PENDING_KEY, []).append((movement, type_, amount))
+
+
+def _install_session_hooks() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    @event.listens_for(Session, "after_commit")
+    def _emit(session: Session) -> None:
+        for movement, type_, amount in session.info.pop(_PENDING_KEY, ()):
+            count_credits(movement, type_, amount)
+
+    @event.listens_for(Session, "after_rollback")
+    def _drop(session: Session) -> None:
+        session.info.pop(_PENDING_KEY, None)
+
+
+_install_session_hooks()
