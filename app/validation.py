@@ -24,6 +24,36 @@ StoredText = Annotated[
 ]
 """A string a client sends that will be stored or echoed: no NUL, no lone surrogates."""
 
+_SPACE = (
+    "\t\n\v\f\r \u00a0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+"""White space as JSON Schema's regular expressions (ECMA-262 `\\s`) define it, so the
+published pattern and this check agree (`str.isspace` also counts \\x1c-\\x1f and \\x85)."""
+
+
+def _filled(value: str) -> str:
+    value = value.strip(_SPACE)
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
+FilledText = Annotated[
+    str,
+    AfterValidator(_storable),
+    AfterValidator(_filled),
+    Field(
+        json_schema_extra={
+            "pattern": "^[^\\u0000\\ud800-\\udfff]*[^\\s\\u0000\\ud800-\\udfff]"
+            "[^\\u0000\\ud800-\\udfff]*$"
+        }
+    ),
+]
+"""Stored text with something in it: surrounding white space is trimmed, and text that is
+nothing but white space is refused."""
+
 
 def _json_integer(value: object) -> object:
     """JSON integers only: `true` and `"1"` are not credits (`1.0` is an integer in JSON)."""

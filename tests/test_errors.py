@@ -275,3 +275,29 @@ async def test_racing_creates_of_one_email_make_one_account(client, database):
     for response in responses:
         if response.status_code == 409:
             assert_problem(response, 409, "email_taken")
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [
+        ("\u001d", 201),  # a control character is text, as the published pattern says
+        ("\u0085", 201),
+        ("\ufeff", 422),  # white space to JSON Schema, though not to str.isspace
+        (" \u3000\t\n", 422),
+        ("  spaced  ", 201),
+    ],
+)
+async def test_blank_means_what_the_published_schema_says(client, database, reason, status):
+    account = await funded_account(client, 3)
+    response = await client.post(
+        f"/v1/admin/accounts/{account.id}/adjustments",
+        json={"amount": 1, "reason": reason},
+        headers={**ADMIN, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == status, response.text
+    if status == 201:
+        assert response.json()["description"] == f"Adjustment: {reason.strip(' ')}"
+    site = await client.post(
+        "/v1/sites", json={"framer_project_id": reason, "name": reason}, headers=account.auth
+    )
+    assert site.status_code == status, site.text

@@ -17,7 +17,7 @@ async def test_100_requests_across_two_servers_take_exactly_the_10_credits_there
 ):
     with contextlib.ExitStack() as stack:
         servers = await asyncio.to_thread(
-            stack.enter_context, running_servers(postgres_database.url, 2)
+            stack.enter_context, running_servers(postgres_database.url, 2, DB_POOL_SIZE="5")
         )
         first, second = (httpx.AsyncClient(base_url=s.url, timeout=60) for s in servers)
         async with first, second:
