@@ -11,6 +11,7 @@ from app.db import create_engine, create_sessionmaker
 
 
 async def _reconcile() -> int:
+    import app.models  # noqa: F401  (every model, so the metadata is complete)
     from app.credits.service import find_mismatches
 
     engine = create_engine(get_settings())

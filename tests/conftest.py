@@ -119,7 +119,9 @@ def make_settings(database: Database, **overrides: object) -> Settings:
         "starter_credits": 500,
         "trial_days": 7,
         "hold_sweep_interval_seconds": 3600.0,
-        "db_pool_size": 20,
+        # Up to 10 connections per engine: the PostgreSQL server (100 connections) is
+        # shared with teammates' test runs and benchmarks.
+        "db_pool_size": 5,
         "anthropic_api_key": None,
         "polar_access_token": None,
         "polar_webhook_secret": None,

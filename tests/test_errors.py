@@ -1,5 +1,6 @@
 """Whatever a client sends, the answer is a problem+json 4xx that changes nothing, never a 500."""
 
+import asyncio
 import base64
 import json
 import uuid
@@ -247,3 +248,57 @@ async def test_a_taken_email_is_a_conflict(client, database):
     assert first.status_code == 201
     again = await client.post("/v1/admin/accounts", json={"email": email.upper()}, headers=ADMIN)
     assert_problem(again, 409, "email_taken")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"email": "a\\ud800@example.com"}', b'{"email": "\\u0000"}', b'{"email": 5}', b"{}"],
+)
+async def test_odd_emails_are_validation_errors(client, database, raw):
+    response = await client.post(
+        "/v1/admin/accounts",
+        content=raw,
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+    assert_problem(response, 422, "validation_error")
+
+
+async def test_racing_creates_of_one_email_make_one_account(client, database):
+    email = f"{uuid.uuid4().hex}@example.com"
+    responses = await asyncio.gather(
+        *(
+            client.post("/v1/admin/accounts", json={"email": email}, headers=ADMIN)
+            for _ in range(10)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [201] + [409] * 9
+    for response in responses:
+        if response.status_code == 409:
+            assert_problem(response, 409, "email_taken")
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [
+        # White space only where JSON Schema's regular expressions and Python agree:
+        ("\u001d", 201),  # Python's str.isspace says space, JSON Schema's \s does not
+        ("\u0085", 201),
+        ("\ufeff", 201),  # JSON Schema's \s says space, Python's does not
+        (" \u3000\t\n\u2028", 422),
+        ("  spaced  ", 201),
+    ],
+)
+async def test_blank_means_what_the_published_schema_says(client, database, reason, status):
+    account = await funded_account(client, 3)
+    response = await client.post(
+        f"/v1/admin/accounts/{account.id}/adjustments",
+        json={"amount": 1, "reason": reason},
+        headers={**ADMIN, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == status, response.text
+    if status == 201:
+        assert response.json()["description"] == f"Adjustment: {reason.strip(' ')}"
+    site = await client.post(
+        "/v1/sites", json={"framer_project_id": reason, "name": reason}, headers=account.auth
+    )
+    assert site.status_code == status, site.text

@@ -37,7 +37,7 @@ class ApiKey(Base):
     __tablename__ = "api_key"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id"), index=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("account.id"), index=True)
     lookup_id: Mapped[str] = mapped_column(String(32), unique=True)
     """The public part of the key after the prefix, used to find the row."""
     secret_hash: Mapped[str] = mapped_column(String(64))
@@ -62,7 +62,7 @@ class Site(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id"), index=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("account.id"), index=True)
     framer_project_id: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

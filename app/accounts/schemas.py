@@ -1,12 +1,12 @@
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.accounts.models import SubscriptionStatus
 from app.credits.schemas import BalanceRead
 from app.payments.schemas import PurchaseReviewRead
-from app.validation import StoredText
+from app.validation import FilledText
 
 
 class SubscriptionRead(BaseModel):
@@ -74,16 +74,8 @@ class SiteCreate(BaseModel):
         json_schema_extra={"examples": [{"framer_project_id": "xYz123", "name": "My site"}]}
     )
 
-    framer_project_id: StoredText = Field(min_length=1, max_length=200)
-    name: StoredText = Field(min_length=1, max_length=200)
-
-    @field_validator("framer_project_id", "name")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("must not be blank")
-        return value
+    framer_project_id: FilledText = Field(min_length=1, max_length=200)
+    name: FilledText = Field(min_length=1, max_length=200)
 
 
 class SiteRead(BaseModel):

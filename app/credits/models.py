@@ -19,7 +19,7 @@ class CreditBalance(Base):
         CheckConstraint("reserved >= 0", name="reserved_non_negative"),
     )
 
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id"), primary_key=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("account.id"), primary_key=True)
     available: Mapped[int] = mapped_column(BigInteger, default=0)
     """Credits that can be spent now."""
     reserved: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -73,7 +73,7 @@ class LedgerEntry(Base):
     seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     """Insertion order; the ledger's cursor. Per account it follows commit order."""
     id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, default=uuid.uuid4)
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id"))
+    account_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("account.id"))
     type: Mapped[str] = mapped_column(String(32))
     amount: Mapped[int] = mapped_column(BigInteger)
     """Signed credits: positive grants, negative consumption."""
@@ -107,7 +107,7 @@ class CreditHold(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("account.id"), index=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("account.id"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     """Credits held."""
     consumed: Mapped[int] = mapped_column(BigInteger, default=0)

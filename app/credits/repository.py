@@ -204,8 +204,11 @@ async def has_entry_of_type(session: AsyncSession, account_id: uuid.UUID, type_:
     return (await session.execute(statement)).first() is not None
 
 
-async def balance_audit_rows(session: AsyncSession) -> list[tuple[uuid.UUID, int, int, int, int]]:
-    """Per account: available, reserved, the ledger's sum and the open holds' sum."""
+async def balance_audit_rows(
+    session: AsyncSession,
+) -> list[tuple[uuid.UUID, int | None, int | None, int, int]]:
+    """Per account: available, reserved (None without a balance row), the ledger's sum and
+    the open holds' sum. Every account is listed, so a lost balance row shows up too."""
     ledger = (
         select(LedgerEntry.account_id, func.sum(LedgerEntry.amount).label("total"))
         .group_by(LedgerEntry.account_id)
@@ -219,15 +222,16 @@ async def balance_audit_rows(session: AsyncSession) -> list[tuple[uuid.UUID, int
     )
     statement = (
         select(
-            CreditBalance.account_id,
+            Account.id,
             CreditBalance.available,
             CreditBalance.reserved,
             func.coalesce(ledger.c.total, 0),
             func.coalesce(holds.c.total, 0),
         )
-        .outerjoin(ledger, ledger.c.account_id == CreditBalance.account_id)
-        .outerjoin(holds, holds.c.account_id == CreditBalance.account_id)
-        .order_by(CreditBalance.account_id)
+        .outerjoin(CreditBalance, CreditBalance.account_id == Account.id)
+        .outerjoin(ledger, ledger.c.account_id == Account.id)
+        .outerjoin(holds, holds.c.account_id == Account.id)
+        .order_by(Account.id)
     )
     return [tuple(row) for row in (await session.execute(statement)).all()]  # type: ignore[misc]
 

@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.accounts.models import SubscriptionStatus
-from app.validation import JsonInt, StoredText
+from app.validation import FilledText, JsonInt
 
 LedgerEntryType = Literal[
     "starter_grant", "purchase", "consumption", "adjustment", "refund_reversal"
@@ -96,20 +96,12 @@ class AdjustmentCreate(BaseModel):
         ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT, json_schema_extra={"not": {"const": 0}}
     )
     """Credits to add (positive) or take away (negative); never zero. A JSON integer:
-    `true`, `1.0` or `"1"` are refused rather than read as credits."""
-    reason: StoredText = Field(min_length=1, max_length=500)
+    `true` or `"1"` are refused rather than read as credits."""
+    reason: FilledText = Field(min_length=1, max_length=500)
 
     @field_validator("amount")
     @classmethod
     def _non_zero(cls, value: int) -> int:
         if value == 0:
             raise ValueError("must not be zero")
-        return value
-
-    @field_validator("reason")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("must not be blank")
         return value

@@ -87,15 +87,21 @@ class Balance:
 @dataclass(frozen=True)
 class Mismatch:
     account_id: uuid.UUID
-    available: int
-    reserved: int
+    available: int | None
+    """None: the account has no `credit_balance` row at all."""
+    reserved: int | None
     ledger_sum: int
     open_holds_sum: int
     broken_entries: int
 
     def describe(self) -> str:
+        stored = (
+            "no credit_balance row"
+            if self.available is None or self.reserved is None
+            else f"available={self.available} reserved={self.reserved}"
+        )
         return (
-            f"account {self.account_id}: available={self.available} reserved={self.reserved} "
+            f"account {self.account_id}: {stored} "
             f"ledger_sum={self.ledger_sum} open_holds_sum={self.open_holds_sum} "
             f"entries_with_wrong_balance_after={self.broken_entries}"
         )
@@ -424,7 +430,13 @@ async def find_mismatches(session: AsyncSession) -> list[Mismatch]:
         holds_sum,
     ) in await repository.balance_audit_rows(session):
         broken_entries = broken.get(account_id, 0)
-        if available + reserved != ledger_sum or reserved != holds_sum or broken_entries:
+        if (
+            available is None
+            or reserved is None
+            or available + reserved != ledger_sum
+            or reserved != holds_sum
+            or broken_entries
+        ):
             mismatches.append(
                 Mismatch(
                     account_id,

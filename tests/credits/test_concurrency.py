@@ -1,11 +1,30 @@
 """Racing writers against one account: nothing lost, invented or double counted."""
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits import service
 from app.credits.service import HoldOutcome, InsufficientCredits
+from app.db import create_engine, create_sessionmaker
+from tests.conftest import make_settings
 from tests.credits.ledger_helpers import TTL, balance, entries, funded, hold
+
+RACING_CONNECTIONS = 20
+
+
+@pytest.fixture
+async def racing(database) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """An engine of its own for the racers: up to 20 connections (on PostgreSQL) open at
+    once, closed after the test so the shared server gets them back."""
+    engine = create_engine(make_settings(database, db_pool_size=RACING_CONNECTIONS // 2))
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
 
 
 async def all_mismatches(sessionmaker):
@@ -13,12 +32,13 @@ async def all_mismatches(sessionmaker):
         return await service.find_mismatches(session)
 
 
-async def test_100_concurrent_reservations_of_1_against_10_exactly_10_succeed(sessionmaker):
+async def test_100_concurrent_reservations_of_1_against_10_exactly_10_succeed(sessionmaker, racing):
     account_id = await funded(sessionmaker, 10)
 
     async def reserve_one(index):
-        # Each attempt on its own session, so its own connection and transaction.
-        async with sessionmaker() as session, session.begin():
+        # Each attempt in its own session and transaction, on a connection of its own
+        # while it runs (PostgreSQL: 20 at a time; SQLite: writers queue for the lock).
+        async with racing() as session, session.begin():
             return await service.reserve(session, account_id, 1, ttl=TTL, reference=f"r:{index}")
 
     results = await asyncio.gather(*(reserve_one(i) for i in range(100)), return_exceptions=True)
@@ -34,7 +54,9 @@ async def test_100_concurrent_reservations_of_1_against_10_exactly_10_succeed(se
     assert await all_mismatches(sessionmaker) == []
 
 
-async def test_racing_settle_release_and_expire_resolve_each_hold_exactly_once(sessionmaker):
+async def test_racing_settle_release_and_expire_resolve_each_hold_exactly_once(
+    sessionmaker, racing
+):
     account_id = await funded(sessionmaker, 20)
     async with sessionmaker() as session, session.begin():
         holds = await service.reserve_many(
@@ -44,15 +66,15 @@ async def test_racing_settle_release_and_expire_resolve_each_hold_exactly_once(s
     after_expiry = max(h.expires_at for h in holds) + timedelta(seconds=1)
 
     async def settle(hold_id):
-        async with sessionmaker() as session, session.begin():
+        async with racing() as session, session.begin():
             return [await service.settle(session, hold_id, 2, description="race")]
 
     async def release(hold_id):
-        async with sessionmaker() as session, session.begin():
+        async with racing() as session, session.begin():
             return [await service.release(session, hold_id)]
 
     async def expire():
-        async with sessionmaker() as session, session.begin():
+        async with racing() as session, session.begin():
             await service.expire_due(session, now=after_expiry)
         return []
 

@@ -4,8 +4,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.credits import service
 from app.credits.service import (
@@ -108,8 +108,10 @@ async def test_reserve_many_is_all_or_nothing(sessionmaker):
     assert (await balance(sessionmaker, account_id)) == service.Balance(2, 0)
     async with sessionmaker() as session, session.begin():
         count = await session.scalar(
-            text("SELECT count(*) FROM credit_hold WHERE account_id = :a"),
-            {"a": account_id.hex if session.bind.dialect.name == "sqlite" else account_id},
+            text("SELECT count(*) FROM credit_hold WHERE account_id = :a").bindparams(
+                bindparam("a", type_=Uuid)
+            ),
+            {"a": account_id},
         )
     assert count == 0
 
@@ -499,7 +501,21 @@ async def test_the_database_refuses_to_change_or_delete_ledger_entries(sessionma
     account_id = await funded(sessionmaker, 10)
     with pytest.raises(DBAPIError, match="append-only"):
         async with sessionmaker() as session, session.begin():
-            account = account_id.hex if session.bind.dialect.name == "sqlite" else account_id
-            await session.execute(text(statement), {"account": account})
+            await session.execute(
+                text(statement).bindparams(bindparam("account", type_=Uuid)),
+                {"account": account_id},
+            )
     ledger = await entries(sessionmaker, account_id)
     assert [(e.type, e.amount, e.description) for e in ledger] == [("adjustment", 10, "funding")]
+
+
+@pytest.mark.parametrize("column", ["available", "reserved"])
+async def test_the_database_refuses_a_negative_balance(sessionmaker, column):
+    account_id = await funded(sessionmaker, 3)
+    statement = text(
+        f"UPDATE credit_balance SET {column} = {column} - 4 WHERE account_id = :account"
+    ).bindparams(bindparam("account", type_=Uuid))
+    with pytest.raises(IntegrityError):
+        async with sessionmaker() as session, session.begin():
+            await session.execute(statement, {"account": account_id})
+    assert (await balance(sessionmaker, account_id)) == service.Balance(3, 0)
