@@ -264,6 +264,29 @@ async def extend(
     return await repository.extend_open_holds(session, hold_ids, (now or utcnow()) + ttl)
 
 
+async def keep_alive(
+    session: AsyncSession,
+    hold_ids: Sequence[uuid.UUID],
+    *,
+    ttl: timedelta,
+    skip_locked: bool = False,
+    now: datetime | None = None,
+) -> list[uuid.UUID]:
+    """Extend the holds among `hold_ids` that are open and not yet past their expiry by `ttl`
+    from now; returns their ids. An expired hold stays expired (the sweeper releases it).
+
+    Holds are locked in id order; with `skip_locked` (a heartbeat) those another transaction
+    is settling or releasing right now are left alone."""
+    if not hold_ids:
+        return []
+    now = now or utcnow()
+    locked = await repository.lock_open_holds(session, hold_ids, skip_locked=skip_locked)
+    alive = [hold.id for hold in locked if hold.expires_at > now]
+    if alive:
+        await repository.extend_open_holds(session, alive, now + ttl)
+    return alive
+
+
 async def expire_due(
     session: AsyncSession, *, now: datetime | None = None, limit: int = 1000
 ) -> int:
