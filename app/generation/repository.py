@@ -122,13 +122,13 @@ async def items_by_index(
     return list((await session.execute(statement)).scalars())
 
 
-async def claim_next_item(
-    session: AsyncSession, now: datetime
-) -> tuple[GenerationBatchItem, GenerationBatch] | None:
-    """Lock the next item to work on: the oldest batch's first item that is queued (and not
+async def claim_items(
+    session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[GenerationBatchItem, GenerationBatch]]:
+    """Lock up to `limit` items to work on, oldest batch first: items queued (and not
     waiting out a provider's Retry-After), or running under a lease nobody renewed.
 
-    On PostgreSQL `SKIP LOCKED` lets every worker of every instance take a different item
+    On PostgreSQL `SKIP LOCKED` lets every worker of every instance take different items
     without waiting; on SQLite `BEGIN IMMEDIATE` already serialized the transaction."""
     statement = (
         select(GenerationBatchItem, GenerationBatch)
@@ -151,23 +151,66 @@ async def claim_next_item(
         .order_by(
             GenerationBatch.created_at, GenerationBatchItem.batch_id, GenerationBatchItem.index
         )
-        .limit(1)
+        .limit(limit)
         .with_for_update(of=GenerationBatchItem, skip_locked=True)
         .execution_options(populate_existing=True)
     )
-    row = (await session.execute(statement)).one_or_none()
-    return (row[0], row[1]) if row else None
+    return [(row[0], row[1]) for row in (await session.execute(statement)).all()]
 
 
-async def lock_item(session: AsyncSession, item_id: int) -> GenerationBatchItem:
-    return (
-        await session.execute(
-            select(GenerationBatchItem)
-            .where(GenerationBatchItem.id == item_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+async def start_items(
+    session: AsyncSession,
+    item_ids: Sequence[int],
+    *,
+    instance_id: str,
+    claim_token: uuid.UUID,
+    claimed_until: datetime,
+) -> None:
+    """Mark locked items running under this claim."""
+    await session.execute(
+        update(GenerationBatchItem)
+        .where(GenerationBatchItem.id.in_(item_ids))
+        .values(
+            status="running",
+            claimed_by=instance_id,
+            claim_token=claim_token,
+            claimed_until=claimed_until,
+            attempts=GenerationBatchItem.attempts + 1,
         )
-    ).scalar_one()
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def update_claimed_item(
+    session: AsyncSession, item_id: int, claim_token: uuid.UUID, **values: Any
+) -> uuid.UUID | None:
+    """Update the item if this claim still owns it (locking it); its hold, else `None`."""
+    row = await session.execute(
+        update(GenerationBatchItem)
+        .where(
+            GenerationBatchItem.id == item_id,
+            GenerationBatchItem.claim_token == claim_token,
+            GenerationBatchItem.status == "running",
+        )
+        .values(**values)
+        .returning(GenerationBatchItem.hold_id)
+        .execution_options(synchronize_session=False)
+    )
+    return row.scalar_one_or_none()
+
+
+async def lock_items(
+    session: AsyncSession, item_ids: Sequence[int]
+) -> dict[int, GenerationBatchItem]:
+    """Lock the items, in id order (as every multi-item locker here does)."""
+    statement = (
+        select(GenerationBatchItem)
+        .where(GenerationBatchItem.id.in_(item_ids))
+        .order_by(GenerationBatchItem.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {item.id: item for item in (await session.execute(statement)).scalars()}
 
 
 async def mark_batch_running(session: AsyncSession, batch_id: uuid.UUID) -> None:
@@ -199,6 +242,15 @@ async def complete_batch_if_done(session: AsyncSession, batch_id: uuid.UUID, now
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def is_finished(session: AsyncSession, batch_id: uuid.UUID) -> bool:
+    """No item of the batch is queued or running."""
+    pending = exists().where(
+        GenerationBatchItem.batch_id == batch_id,
+        GenerationBatchItem.status.in_(("queued", "running")),
+    )
+    return not bool(await session.scalar(select(pending)))
+
+
 async def cancel_queued_items(
     session: AsyncSession, batch_id: uuid.UUID, now: datetime
 ) -> list[uuid.UUID]:
@@ -216,18 +268,26 @@ async def cancel_queued_items(
 async def renew_leases(
     session: AsyncSession, instance_id: str, claimed_until: datetime
 ) -> list[uuid.UUID]:
-    """Extend the leases of this instance's running items; returns their holds."""
-    rows = await session.execute(
-        update(GenerationBatchItem)
+    """Extend the leases of this instance's running items (those not being recorded right
+    now); returns their holds."""
+    owned = (
+        select(GenerationBatchItem.id, GenerationBatchItem.hold_id)
         .where(
             GenerationBatchItem.claimed_by == instance_id,
             GenerationBatchItem.status == "running",
         )
-        .values(claimed_until=claimed_until)
-        .returning(GenerationBatchItem.hold_id)
-        .execution_options(synchronize_session=False)
+        .order_by(GenerationBatchItem.id)
+        .with_for_update(skip_locked=True)
     )
-    return list(rows.scalars())
+    rows = (await session.execute(owned)).all()
+    if rows:
+        await session.execute(
+            update(GenerationBatchItem)
+            .where(GenerationBatchItem.id.in_([row.id for row in rows]))
+            .values(claimed_until=claimed_until)
+            .execution_options(synchronize_session=False)
+        )
+    return [row.hold_id for row in rows]
 
 
 async def queued_item_holds(session: AsyncSession) -> list[uuid.UUID]:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.credits import service as credits
-from app.credits.service import HoldOutcome
+from app.credits.service import Charge, HoldOutcome
 from app.db import utcnow
 from app.generation import repository
 from app.generation.providers import create_provider
@@ -43,6 +43,8 @@ from app.generation.service import (
 logger = logging.getLogger(__name__)
 
 HOLD_CHUNK = 500
+RECORD_GROUP = 64
+"""Results recorded in one transaction at most."""
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,32 @@ def instance_name() -> str:
 
 
 class BatchWorkers:
+    """One claimer fills a small local queue (at most `GENERATION_CONCURRENCY` items ahead,
+    claimed in one transaction) and `GENERATION_CONCURRENCY` workers generate from it."""
+
     def __init__(self, runtime: GenerationRuntime) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
+        self.concurrency = runtime.settings.generation_concurrency
         self.instance_id = instance_name()
+        self._queue: asyncio.Queue[_Claimed] = asyncio.Queue()
+        self._results: asyncio.Queue[tuple[_Claimed, ProviderResult | ProviderError] | None] = (
+            asyncio.Queue()
+        )
+        self._busy = 0
+        self._touched: set[uuid.UUID] = set()
+        """Batches this instance worked on that may have just finished."""
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def _nudge(self) -> asyncio.Event:
+        """Set when a batch is created here or a worker finished an item."""
+        return self.runtime.batch_created
+
     def start(self) -> None:
-        for number in range(self.settings.generation_concurrency):
+        self._recorder = asyncio.create_task(self._record_forever(), name="batch-recorder")
+        self._tasks.append(asyncio.create_task(self._claim_forever(), name="batch-claimer"))
+        for number in range(self.concurrency):
             self._tasks.append(
                 asyncio.create_task(self._work_forever(), name=f"batch-worker-{number}")
             )
@@ -78,179 +98,260 @@ class BatchWorkers:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        # Record the results already in, then stop.
+        self._results.put_nowait(None)
+        await asyncio.gather(self._recorder, return_exceptions=True)
+        # Hand back what was claimed but not started, so another instance starts it now.
+        waiting = []
+        while not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        for claimed in waiting:
+            with contextlib.suppress(Exception):
+                await self._unclaim(claimed)
 
-    # --- the workers ---
+    # --- claiming ---
 
-    async def _work_forever(self) -> None:
-        wake = self.runtime.batch_created
+    async def _claim_forever(self) -> None:
         while True:
-            try:
-                claimed = await self.claim_one()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("claiming a batch item failed; retrying")
-                claimed = None
-            if claimed is None:
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.settings.batch_poll_interval_seconds)
-                continue
-            if claimed is True:
-                continue
-            try:
-                await self._process(claimed)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The lease runs out and the item is retried (or, past its attempts, failed).
-                logger.exception("batch item %s failed to record; it will be retried", claimed)
-
-    async def claim_one(self) -> "_Claimed | bool | None":
-        """Claim the next item. `None`: nothing to do; `True`: an item was resolved without
-        work (canceled batch, expired hold, too many attempts); else the claimed item."""
-        settings = self.settings
-        async with self.runtime.sessionmaker() as session, session.begin():
-            now = utcnow()
-            found = await repository.claim_next_item(session, now)
-            if found is None:
-                return None
-            item, batch = found
-            if batch.status == "canceled":
-                await credits.release(session, item.hold_id, now=now)
-                item.status, item.finished_at, item.claimed_until = "canceled", now, None
-                resolved = True
-            elif item.attempts >= settings.batch_max_attempts:
-                await credits.release(session, item.hold_id, now=now)
-                self._fail(item, "generation_failed", "interrupted", "Its workers kept stopping.")
-                resolved = True
-            else:
-                alive = await credits.keep_alive(
-                    session, [item.hold_id], ttl=timedelta(seconds=settings.batch_hold_ttl_seconds)
+            wanted = min(self.concurrency, 2 * self.concurrency - self._busy - self._queue.qsize())
+            got = 0
+            if wanted > 0:
+                self._nudge.clear()
+                try:
+                    claimed = await self.claim(wanted)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("claiming batch items failed; retrying")
+                    claimed = []
+                got = len(claimed)
+                for item in claimed:
+                    self._queue.put_nowait(item)
+                if got == wanted:
+                    continue
+                await self._complete_touched()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._nudge.wait(), self.settings.batch_poll_interval_seconds
                 )
-                if not alive:
+
+    async def claim(self, limit: int) -> list[_Claimed]:
+        """Claim up to `limit` items in one short transaction. Items that need no work (of a
+        canceled batch, with an expired hold, out of attempts) are resolved on the way."""
+        settings = self.settings
+        now = utcnow()
+        token = uuid.uuid4()
+        claimed: list[_Claimed] = []
+        queued_batches: set[uuid.UUID] = set()
+        async with self.runtime.sessionmaker() as session, session.begin():
+            found = await repository.claim_items(session, now, limit)
+            candidates = []
+            for item, batch in found:
+                self._touched.add(batch.id)
+                if batch.status == "canceled":
+                    await credits.release(session, item.hold_id, now=now)
+                    item.status, item.finished_at, item.claimed_until = "canceled", now, None
+                elif item.attempts >= settings.batch_max_attempts:
+                    await credits.release(session, item.hold_id, now=now)
+                    self._fail(item, "interrupted", "Its workers kept stopping.", now)
+                else:
+                    candidates.append((item, batch))
+            alive = set(
+                await credits.keep_alive(
+                    session,
+                    [item.hold_id for item, _ in candidates],
+                    ttl=timedelta(seconds=settings.batch_hold_ttl_seconds),
+                    now=now,
+                )
+            )
+            started = []
+            for item, batch in candidates:
+                if item.hold_id not in alive:
                     # No live worker kept its reservation: the credit went (or goes) back.
                     await credits.release(session, item.hold_id, now=now)
                     self._fail(
                         item,
-                        "generation_failed",
                         "reservation_expired",
                         "Its credit reservation expired before it could be generated.",
+                        now,
                     )
-                    resolved = True
-                else:
-                    token = uuid.uuid4()
-                    item.status = "running"
-                    item.claimed_by = self.instance_id
-                    item.claim_token = token
-                    item.claimed_until = now + timedelta(seconds=settings.batch_lease_seconds)
-                    item.attempts += 1
-                    claimed = _Claimed(
+                    continue
+                started.append(item.id)
+                if batch.status == "queued":
+                    queued_batches.add(batch.id)
+                claimed.append(
+                    _Claimed(
                         item.id,
                         token,
                         batch.id,
                         GenerationKind(batch.kind),
                         dict(item.input),
-                        item.attempts,
+                        item.attempts + 1,
                     )
-                    resolved = False
-            if resolved:
-                item.claim_token = None
-            batch_id, batch_status = batch.id, batch.status
-        if resolved:
-            await self._complete_if_done(batch_id)
-            return True
-        if batch_status == "queued":
+                )
+            if started:
+                await repository.start_items(
+                    session,
+                    started,
+                    instance_id=self.instance_id,
+                    claim_token=token,
+                    claimed_until=now + timedelta(seconds=settings.batch_lease_seconds),
+                )
+        for batch_id in queued_batches:
             async with self.runtime.sessionmaker() as session, session.begin():
                 await repository.mark_batch_running(session, batch_id)
         return claimed
 
     @staticmethod
-    def _fail(item: Any, code: str, reason: str, detail: str) -> None:
+    def _fail(item: Any, reason: str, detail: str, now: Any) -> None:
         item.status = "failed"
-        item.error_code = code
+        item.error_code = "generation_failed"
         item.error_detail = f"{reason}: {detail}"
-        item.finished_at = utcnow()
+        item.finished_at = now
         item.claimed_until = None
+        item.claim_token = None
 
-    async def _process(self, claimed: _Claimed) -> None:
-        try:
-            answer = await call_provider(
-                self.runtime.provider, self.settings, claimed.kind, claimed.payload
-            )
-        except asyncio.CancelledError:
-            # Shutting down: hand the item back at once instead of waiting for the lease.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._unclaim(claimed))
-            raise
-        await self._record(claimed, answer)
-        await self._complete_if_done(claimed.batch_id)
+    async def _complete_touched(self) -> None:
+        """Nothing left to claim: mark finished any batch this instance worked on whose
+        last item is done. Runs after the items' own commits, so of two instances finishing
+        a batch's last items at once, the later check sees both."""
+        for batch_id in list(self._touched):
+            try:
+                async with self.runtime.sessionmaker() as session, session.begin():
+                    await repository.complete_batch_if_done(session, batch_id, utcnow())
+                    still_pending = not await repository.is_finished(session, batch_id)
+            except Exception:
+                logger.exception("checking batch %s for completion failed", batch_id)
+                continue
+            if not still_pending:
+                self._touched.discard(batch_id)
 
-    async def _record(self, claimed: _Claimed, answer: ProviderResult | ProviderError) -> None:
+    # --- working ---
+
+    async def _work_forever(self) -> None:
+        while True:
+            claimed = await self._queue.get()
+            self._busy += 1
+            try:
+                answer = await call_provider(
+                    self.runtime.provider, self.settings, claimed.kind, claimed.payload
+                )
+            except asyncio.CancelledError:
+                # Shutting down: hand the item back at once instead of waiting for the lease.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._unclaim(claimed))
+                raise
+            finally:
+                self._busy -= 1
+            self._results.put_nowait((claimed, answer))
+            self._nudge.set()
+
+    async def _record_forever(self) -> None:
+        """Record results as they come, all that are waiting in one transaction."""
+        while True:
+            first = await self._results.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            while not self._results.empty() and len(group) < RECORD_GROUP:
+                more = self._results.get_nowait()
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            try:
+                await self.record(group)  # type: ignore[arg-type]
+            except Exception:
+                logger.exception("recording %d batch results failed; one by one now", len(group))
+                for one in group:
+                    try:
+                        await self.record([one])  # type: ignore[list-item]
+                    except Exception:
+                        # The lease runs out and the item is generated again, uncharged so far.
+                        logger.exception("recording batch item %s failed", one[0].item_id)
+            self._nudge.set()
+            if stop:
+                return
+
+    async def record(self, results: list[tuple[_Claimed, ProviderResult | ProviderError]]) -> None:
+        """Charge the credit of each item that succeeded and give back the others, for the
+        items whose claim is still ours (a lease that ran out belongs to another worker)."""
+        settings = self.settings
+        now = utcnow()
         async with self.runtime.sessionmaker() as session, session.begin():
-            item = await repository.lock_item(session, claimed.item_id)
-            if item.status != "running" or item.claim_token != claimed.token:
-                return  # our lease ran out and another worker owns the item now
-            now = utcnow()
-            item.model = answer.model
-            item.input_tokens = answer.input_tokens
-            item.output_tokens = answer.output_tokens
-            if isinstance(answer, ProviderResult):
-                item.latency_ms = answer.latency_ms
-                settled = await credits.settle(
-                    session,
+            items = await repository.lock_items(
+                session, [claimed.item_id for claimed, _ in results]
+            )
+            owned = []
+            for claimed, answer in results:
+                item = items.get(claimed.item_id)
+                if (
+                    item is not None
+                    and item.status == "running"
+                    and (item.claim_token == claimed.token)
+                ):
+                    owned.append((claimed, answer, item))
+            charges = [
+                Charge(
                     item.hold_id,
                     1,
-                    description=f"AI generation: {KIND_LABELS[claimed.kind.value]} (batch)",
+                    f"AI generation: {KIND_LABELS[claimed.kind.value]} (batch)",
                     batch_id=claimed.batch_id,
-                    now=now,
                 )
-                if settled.outcome is HoldOutcome.SETTLED:
-                    item.status = "succeeded"
-                    item.output = answer.output
-                    item.credits_charged = 1
-                    item.finished_at = now
-                    item.claimed_until = None
+                for claimed, answer, item in owned
+                if isinstance(answer, ProviderResult)
+            ]
+            settled = await credits.settle_many(session, charges, now=now) if charges else {}
+            released = []
+            for claimed, answer, item in owned:
+                item.model = answer.model
+                item.input_tokens = answer.input_tokens
+                item.output_tokens = answer.output_tokens
+                item.claimed_until = None
+                if isinstance(answer, ProviderResult):
+                    item.latency_ms = answer.latency_ms
+                    if settled[item.hold_id].outcome is HoldOutcome.SETTLED:
+                        item.status = "succeeded"
+                        item.output = answer.output
+                        item.credits_charged = 1
+                        item.finished_at = now
+                    else:
+                        self._fail(
+                            item,
+                            "reservation_expired",
+                            "The result arrived after the credit reservation had expired.",
+                            now,
+                        )
+                elif (
+                    answer.kind is FailureKind.UNAVAILABLE
+                    and claimed.attempts < settings.batch_max_attempts
+                ):
+                    # Rate limited: back in the queue, not before the provider's Retry-After.
+                    item.status = "queued"
+                    item.claimed_by = None
+                    item.claim_token = None
+                    item.claimed_until = now + timedelta(seconds=answer.retry_after_seconds or 30)
                 else:
-                    self._fail(
-                        item,
-                        "generation_failed",
-                        "reservation_expired",
-                        "The result arrived after the credit reservation had expired.",
-                    )
-                return
-            if (
-                answer.kind is FailureKind.UNAVAILABLE
-                and claimed.attempts < self.settings.batch_max_attempts
-            ):
-                # Rate limited: back in the queue, not before the provider's Retry-After.
-                item.status = "queued"
-                item.claimed_by = None
-                item.claim_token = None
-                retry_after = answer.retry_after_seconds or 30
-                item.claimed_until = now + timedelta(seconds=retry_after)
-                return
-            await credits.release(session, item.hold_id, now=now)
-            code = (
-                "provider_unavailable"
-                if answer.kind is FailureKind.UNAVAILABLE
-                else "generation_failed"
-            )
-            self._fail(item, code, answer.reason, answer.detail)
+                    released.append(item.hold_id)
+                    self._fail(item, answer.reason, answer.detail, now)
+                    if answer.kind is FailureKind.UNAVAILABLE:
+                        item.error_code = "provider_unavailable"
+            if released:
+                await credits.release_many(session, released, now=now)
 
     async def _unclaim(self, claimed: _Claimed) -> None:
         async with self.runtime.sessionmaker() as session, session.begin():
-            item = await repository.lock_item(session, claimed.item_id)
-            if item.status == "running" and item.claim_token == claimed.token:
-                item.status = "queued"
-                item.claimed_by = None
-                item.claim_token = None
-                item.claimed_until = None
-                item.attempts = max(0, item.attempts - 1)
-
-    async def _complete_if_done(self, batch_id: uuid.UUID) -> None:
-        async with self.runtime.sessionmaker() as session, session.begin():
-            await repository.complete_batch_if_done(session, batch_id, utcnow())
+            await repository.update_claimed_item(
+                session,
+                claimed.item_id,
+                claimed.token,
+                status="queued",
+                claimed_by=None,
+                claim_token=None,
+                claimed_until=None,
+                attempts=claimed.attempts - 1,
+            )
 
     # --- the heartbeat ---
 

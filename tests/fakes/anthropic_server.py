@@ -71,10 +71,10 @@ def _schema_document(schema_type: str) -> dict[str, Any]:
 
 
 class FakeAnthropic:
-    def __init__(self, *, latency: float = 0.0) -> None:
+    def __init__(self, *, latency: float = 0.0, port: int | None = None) -> None:
         self.latency = latency
         """Seconds every answer waits (the benchmark's 200 ms per call)."""
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.calls: list[dict[str, Any]] = []
         """Every request body received, in order."""
         self._once: Counter[str] = Counter()
@@ -170,3 +170,24 @@ class FakeAnthropic:
             "stop_sequence": None,
             "usage": {"input_tokens": 10 + len(json.dumps(body)) // 4, "output_tokens": 12},
         }
+
+
+def main() -> None:
+    """`python -m tests.fakes.anthropic_server --port 8765 --latency 0.2`: run it alone."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    fake = FakeAnthropic(latency=args.latency, port=args.port)
+    fake.start()
+    print(f"fake Anthropic API on {fake.url}", flush=True)
+    try:
+        fake._thread.join()
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
