@@ -34,13 +34,16 @@ async def _reconcile() -> int:
 
 async def _sweep_holds() -> int:
     from app.credits.sweeper import sweep_once
+    from app.generation.service import fail_interrupted_generations
 
     engine = create_engine(get_settings())
     try:
         released = await sweep_once(create_sessionmaker(engine))
+        interrupted = await fail_interrupted_generations(create_sessionmaker(engine))
     finally:
         await engine.dispose()
     print(f"sweep-holds: released {released} expired hold(s)")
+    print(f"sweep-holds: failed {interrupted} interrupted generation(s), uncharged")
     return 0
 
 

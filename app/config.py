@@ -56,6 +56,27 @@ class Settings(BaseSettings):
     balance_heartbeat_seconds: float = Field(default=15.0, gt=0)
     """How often the live balance stream sends a heartbeat comment to keep proxies open."""
 
+    # --- generations (README, "Generations") ---
+    anthropic_timeout_seconds: float = Field(default=60.0, gt=0)
+    """One Messages API attempt; the SDK retries timeouts, 429, 5xx and 529."""
+    anthropic_max_retries: int = Field(default=2, ge=0, le=10)
+    generation_timeout_seconds: float = Field(default=240.0, gt=0)
+    """Budget of one generation, every SDK retry and our one output retry included."""
+    generation_concurrency: int = Field(default=8, ge=1, le=256)
+    """Batch items this process generates at the same time."""
+    batch_hold_ttl_seconds: int = Field(default=600, ge=2)
+    """How long a batch item's hold lives without a heartbeat from a live worker."""
+    batch_lease_seconds: float = Field(default=60.0, gt=0)
+    """How long a worker owns a claimed item without a heartbeat; then any instance retries it."""
+    batch_heartbeat_interval_seconds: float = Field(default=15.0, gt=0)
+    batch_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    """How often an idle worker looks for items (new batches on other instances, dead leases)."""
+    batch_max_attempts: int = Field(default=3, ge=1)
+    """Claims of one item (each by a worker that then died) before it fails, free of charge."""
+    batch_events_interval_seconds: float = Field(default=0.5, gt=0)
+    """How often a batch's event stream checks for progress."""
+    sse_ping_interval_seconds: float = Field(default=15.0, gt=0)
+
     @model_validator(mode="after")
     def _refuse_weak_admin_token_in_production(self) -> "Settings":
         if self.environment == "production" and self.admin_token is not None:
@@ -65,6 +86,22 @@ class Settings(BaseSettings):
                     f"ADMIN_TOKEN must be at least {MIN_PRODUCTION_ADMIN_TOKEN_LENGTH} "
                     "random characters in production"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _holds_outlive_their_work(self) -> "Settings":
+        # A generation's hold must outlive the provider call, and a dead worker's items
+        # must be reclaimed (lease + poll) well before their holds expire.
+        if self.generation_timeout_seconds >= self.hold_ttl_seconds:
+            raise ValueError("GENERATION_TIMEOUT_SECONDS must be below HOLD_TTL_SECONDS")
+        if self.batch_heartbeat_interval_seconds >= self.batch_lease_seconds:
+            raise ValueError("BATCH_HEARTBEAT_INTERVAL_SECONDS must be below BATCH_LEASE_SECONDS")
+        reclaim_within = self.batch_lease_seconds + self.batch_poll_interval_seconds
+        if reclaim_within >= self.batch_hold_ttl_seconds:
+            raise ValueError(
+                "BATCH_LEASE_SECONDS + BATCH_POLL_INTERVAL_SECONDS must be below "
+                "BATCH_HOLD_TTL_SECONDS"
+            )
         return self
 
     @property

@@ -90,7 +90,12 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body = {
+    body = problem_body(status, code, title, detail, **extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def problem_body(status: int, code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {
         "type": PROBLEM_TYPE_BASE + code,
         "title": title,
         "status": status,
@@ -98,7 +103,11 @@ def problem_response(
         "code": code,
         **jsonable_encoder(extra),
     }
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def app_error_body(error: AppError) -> dict[str, Any]:
+    """The problem+json body of `error` (to store it, e.g. for an `Idempotency-Key` replay)."""
+    return problem_body(error.status, error.code, error.title, error.detail, **error.extra)
 
 
 def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:

@@ -17,6 +17,8 @@ from app.credits.router import router as credits_router
 from app.credits.sweeper import sweep_forever
 from app.db import create_engine, create_sessionmaker
 from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_handlers
+from app.generation.router import router as generation_router
+from app.generation.worker import start_generation
 from app.health import router as health_router
 from app.limits import BodySizeLimitMiddleware, TokenBucketLimiter
 from app.observability import RequestContextMiddleware, configure_logging
@@ -53,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )
+        generation = start_generation(settings, app.state.sessionmaker)
+        app.state.generation = generation.runtime
         try:
             async with (
                 balance_events(settings) as app.state.balance_broadcaster,
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ):
                 yield
         finally:
+            await generation.stop()
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
@@ -94,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(accounts_router)
     app.include_router(credits_router)
     app.include_router(payments_router)
+    app.include_router(generation_router)
     _register_problem_schemas(app)
     return app
 

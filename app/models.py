@@ -3,6 +3,7 @@
 from app.accounts.models import Account, ApiKey, Site
 from app.credits.models import CreditBalance, CreditHold, LedgerEntry
 from app.db import Base
+from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
 from app.idempotency import IdempotencyRecord
 from app.payments.models import PurchaseIntent, WebhookEvent
 
@@ -12,6 +13,9 @@ __all__ = [
     "Base",
     "CreditBalance",
     "CreditHold",
+    "Generation",
+    "GenerationBatch",
+    "GenerationBatchItem",
     "IdempotencyRecord",
     "LedgerEntry",
     "PurchaseIntent",

@@ -8,3 +8,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# The TypeScript client (clients/typescript): its pinned tools, from the lock file.
+if command -v npm >/dev/null 2>&1; then
+  npm ci --prefix clients/typescript --no-audit --no-fund --loglevel=error
+fi

@@ -231,6 +231,85 @@ async def settle(
     return HoldResult(hold.id, HoldOutcome.SETTLED, "settled", used, entry)
 
 
+@dataclass(frozen=True)
+class Charge:
+    """What `settle_many` charges to one hold."""
+
+    hold_id: uuid.UUID
+    used: int
+    description: str
+    generation_id: uuid.UUID | None = None
+    batch_id: uuid.UUID | None = None
+
+
+async def settle_many(
+    session: AsyncSession, charges: Sequence[Charge], *, now: datetime | None = None
+) -> dict[uuid.UUID, HoldResult]:
+    """`settle` for many holds at once (a batch worker's results), by the same rules per
+    hold, with one balance update per account. Entries are written in hold id order, each
+    with its own `balance_after`."""
+    now = now or utcnow()
+    by_id = {charge.hold_id: charge for charge in charges}
+    locked = await repository.lock_open_holds(session, list(by_id))
+    results: dict[uuid.UUID, HoldResult] = {}
+    expired = [hold for hold in locked if hold.expires_at <= now]
+    await _return_holds(session, expired, "expired", now)
+    for hold in expired:
+        results[hold.id] = HoldResult(hold.id, HoldOutcome.EXPIRED, "expired", 0)
+    per_account: dict[uuid.UUID, list[CreditHold]] = defaultdict(list)
+    for hold in locked:
+        if hold.expires_at <= now:
+            continue
+        used = by_id[hold.id].used
+        if not 0 <= used <= hold.amount:
+            raise ValueError(f"cannot consume {used} of a hold of {hold.amount}")
+        hold.status = "settled"
+        hold.consumed = used
+        hold.resolved_at = now
+        per_account[hold.account_id].append(hold)
+    for account_id in sorted(per_account):
+        holds = per_account[account_id]
+        held = sum(hold.amount for hold in holds)
+        used_total = sum(hold.consumed for hold in holds)
+        available, reserved = await repository.apply_delta(
+            session, account_id, available=held - used_total, reserved=-held
+        )
+        balance = available + reserved + used_total
+        for hold in holds:
+            entry = None
+            if hold.consumed:
+                balance -= hold.consumed
+                charge = by_id[hold.id]
+                entry = LedgerEntry(
+                    id=uuid.uuid4(),
+                    account_id=account_id,
+                    type="consumption",
+                    amount=-hold.consumed,
+                    balance_after=balance,
+                    description=charge.description,
+                    hold_id=hold.id,
+                    generation_id=charge.generation_id,
+                    batch_id=charge.batch_id,
+                    created_at=now,
+                )
+                session.add(entry)
+            results[hold.id] = HoldResult(
+                hold.id, HoldOutcome.SETTLED, "settled", hold.consumed, entry
+            )
+        mark_balance_changed(session, account_id)
+    await session.flush()
+    for hold_id in by_id:
+        if hold_id in results:
+            continue
+        resolved = await session.get(CreditHold, hold_id, populate_existing=True)
+        if resolved is None:
+            raise UnknownHold(str(hold_id))
+        results[hold_id] = HoldResult(
+            hold_id, HoldOutcome.ALREADY_RESOLVED, resolved.status, resolved.consumed
+        )
+    return results
+
+
 async def release(
     session: AsyncSession, hold_id: uuid.UUID, *, now: datetime | None = None
 ) -> HoldResult:
@@ -276,6 +355,29 @@ async def extend(
         return 0
     now = now or utcnow()
     return await repository.extend_open_holds(session, hold_ids, now, now + ttl)
+
+
+async def keep_alive(
+    session: AsyncSession,
+    hold_ids: Sequence[uuid.UUID],
+    *,
+    ttl: timedelta,
+    skip_locked: bool = False,
+    now: datetime | None = None,
+) -> list[uuid.UUID]:
+    """Extend the holds among `hold_ids` that are open and not yet past their expiry by `ttl`
+    from now; returns their ids. An expired hold stays expired (the sweeper releases it).
+
+    Holds are locked in id order; with `skip_locked` (a heartbeat) those another transaction
+    is settling or releasing right now are left alone."""
+    if not hold_ids:
+        return []
+    now = now or utcnow()
+    locked = await repository.lock_open_holds(session, hold_ids, skip_locked=skip_locked)
+    alive = [hold.id for hold in locked if hold.expires_at > now]
+    if alive:
+        await repository.extend_open_holds(session, alive, now, now + ttl)
+    return alive
 
 
 async def expire_due(

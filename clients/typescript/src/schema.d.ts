@@ -234,6 +234,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/balance/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stream Balance
+         * @description Server-Sent Events: the balance on connect and within a second of every change
+         *     (purchases, generations, adjustments, refunds), from any server instance.
+         */
+        get: operations["stream_balance"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/ledger": {
         parameters: {
             query?: never;
@@ -311,6 +332,211 @@ export interface paths {
         get: operations["list_account_ledger"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/credit-packages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Credit Packages
+         * @description The credit packages, and whether this account can buy each one now.
+         */
+        get: operations["list_credit_packages"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/purchase-intents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Purchase Intent
+         * @description Open a Polar checkout for a credit package; pay at `checkout_url`. The credits arrive
+         *     when Polar confirms the payment.
+         */
+        post: operations["create_purchase_intent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/purchase-intents/{intent_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Purchase Intent
+         * @description One of the account's purchase intents: `open`, `completed`, `expired` or `refunded`.
+         */
+        get: operations["get_purchase_intent"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/polar": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Receive Polar Webhook
+         * @description Polar's Standard Webhooks deliveries. Verified on the raw body; each `webhook-id` is
+         *     handled once (a repeat answers 202 and does nothing).
+         */
+        post: operations["receive_polar_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Generation
+         * @description Generate one output for one credit. Every failure costs nothing: `credits_charged` is
+         *     0 and the balance is as before.
+         */
+        post: operations["create_generation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generations/{generation_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Generation
+         * @description One generation of the caller's.
+         */
+        get: operations["get_generation"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generation-batches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Generation Batch
+         * @description Start a batch: one credit per item is reserved now (all of them, or `402` and none);
+         *     each item that succeeds is charged, each that fails or is canceled is released.
+         */
+        post: operations["create_generation_batch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generation-batches/{batch_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Generation Batch
+         * @description The batch, its counts and every item's status and output.
+         */
+        get: operations["get_generation_batch"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generation-batches/{batch_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stream Generation Batch Events
+         * @description Live progress of a batch, from whichever instance works on it.
+         */
+        get: operations["stream_generation_batch_events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/generation-batches/{batch_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel Generation Batch
+         * @description Stop the batch: the credits of items not yet generated are released now; items being
+         *     generated at this moment finish. Canceling a finished batch changes nothing.
+         */
+        post: operations["cancel_generation_batch"];
         delete?: never;
         options?: never;
         head?: never;
@@ -399,6 +625,52 @@ export interface components {
             balance: components["schemas"]["BalanceRead"];
             /** Api Keys */
             api_keys: components["schemas"]["ApiKeyRead"][];
+            /** Purchases Needing Review */
+            purchases_needing_review: components["schemas"]["PurchaseReviewRead"][];
+        };
+        /** AltTextBatchCreate */
+        AltTextBatchCreate: {
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "alt_text";
+            /** Items */
+            items: components["schemas"]["AltTextInput"][];
+        };
+        /** AltTextCreate */
+        AltTextCreate: {
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "alt_text";
+            input: components["schemas"]["AltTextInput"];
+        };
+        /**
+         * AltTextInput
+         * @description Input of `alt_text`.
+         */
+        AltTextInput: {
+            /**
+             * Image Url
+             * Format: uri
+             */
+            image_url: string;
+            /** Context */
+            context?: string | null;
+            /** Language */
+            language?: string | null;
         };
         /** ApiKeyCreated */
         ApiKeyCreated: {
@@ -469,6 +741,139 @@ export interface components {
              */
             as_of: string;
         };
+        /** BatchDetail */
+        BatchDetail: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "meta_title" | "meta_description" | "alt_text" | "schema";
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "completed" | "canceled";
+            /** Total */
+            total: number;
+            /** Succeeded */
+            succeeded: number;
+            /** Failed */
+            failed: number;
+            /** Canceled */
+            canceled: number;
+            /** Pending */
+            pending: number;
+            /** Credits Charged */
+            credits_charged: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Completed At */
+            completed_at: string | null;
+            /** Canceled At */
+            canceled_at: string | null;
+            /** Items */
+            items: components["schemas"]["BatchItemRead"][];
+        };
+        /** BatchItemRead */
+        BatchItemRead: {
+            /** Index */
+            index: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "canceled";
+            /** Output */
+            output?: components["schemas"]["TextOutput"] | components["schemas"]["SchemaOutput"] | null;
+            error?: components["schemas"]["GenerationError"] | null;
+        };
+        /** BatchRead */
+        BatchRead: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "meta_title" | "meta_description" | "alt_text" | "schema";
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "completed" | "canceled";
+            /** Total */
+            total: number;
+            /** Succeeded */
+            succeeded: number;
+            /** Failed */
+            failed: number;
+            /** Canceled */
+            canceled: number;
+            /** Pending */
+            pending: number;
+            /** Credits Charged */
+            credits_charged: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Completed At */
+            completed_at: string | null;
+            /** Canceled At */
+            canceled_at: string | null;
+        };
+        /** CreditPackageList */
+        CreditPackageList: {
+            /** Packages */
+            packages: components["schemas"]["CreditPackageRead"][];
+        };
+        /** CreditPackageRead */
+        CreditPackageRead: {
+            /**
+             * Id
+             * @enum {string}
+             */
+            id: "first_time" | "refill" | "small";
+            /** Name */
+            name: string;
+            /** Credits */
+            credits: number;
+            /** Price Cents */
+            price_cents: number;
+            /**
+             * Currency
+             * @constant
+             */
+            currency: "usd";
+            /** Price Per Credit */
+            price_per_credit: string;
+            /** Available */
+            available: boolean;
+            /** Unavailable Reason */
+            unavailable_reason: ("first_time_offer_used" | "subscription_inactive" | "payments_not_configured") | null;
+        };
         /** EstimateCredits */
         EstimateCredits: {
             /** Meta Titles */
@@ -487,6 +892,129 @@ export interface components {
             credits: components["schemas"]["EstimateCredits"];
             /** Recommended Package */
             recommended_package: string;
+        };
+        /**
+         * GenerationCreated
+         * @example {
+         *       "balance": {
+         *         "as_of": "2026-11-26T12:00:01Z",
+         *         "available": 499,
+         *         "display": "499 Credits",
+         *         "reserved": 0,
+         *         "subscription_status": "trialing",
+         *         "usable": true
+         *       },
+         *       "completed_at": "2026-11-26T12:00:01Z",
+         *       "created_at": "2026-11-26T12:00:00Z",
+         *       "credits_charged": 1,
+         *       "id": "4f6b0d1e-3a55-4a57-9a4e-0b7f3f0e7c11",
+         *       "kind": "meta_title",
+         *       "model": "claude-haiku-4-5",
+         *       "output": {
+         *         "text": "Handmade Oak Dining Tables | Vermont Woodworks"
+         *       },
+         *       "site_id": "9a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+         *       "status": "succeeded",
+         *       "usage": {
+         *         "input_tokens": 812,
+         *         "latency_ms": 930,
+         *         "output_tokens": 14
+         *       }
+         *     }
+         */
+        GenerationCreated: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "meta_title" | "meta_description" | "alt_text" | "schema";
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "running" | "succeeded" | "failed";
+            /** Output */
+            output: components["schemas"]["TextOutput"] | components["schemas"]["SchemaOutput"] | null;
+            error: components["schemas"]["GenerationError"] | null;
+            /** Credits Charged */
+            credits_charged: number;
+            /** Model */
+            model: string | null;
+            usage: components["schemas"]["GenerationUsage"] | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Completed At */
+            completed_at: string | null;
+            balance: components["schemas"]["BalanceRead"];
+        };
+        /** GenerationError */
+        GenerationError: {
+            /** Code */
+            code: string;
+            /** Reason */
+            reason?: string | null;
+            /** Detail */
+            detail: string;
+        };
+        /** GenerationRead */
+        GenerationRead: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "meta_title" | "meta_description" | "alt_text" | "schema";
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "running" | "succeeded" | "failed";
+            /** Output */
+            output: components["schemas"]["TextOutput"] | components["schemas"]["SchemaOutput"] | null;
+            error: components["schemas"]["GenerationError"] | null;
+            /** Credits Charged */
+            credits_charged: number;
+            /** Model */
+            model: string | null;
+            usage: components["schemas"]["GenerationUsage"] | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Completed At */
+            completed_at: string | null;
+        };
+        /** GenerationUsage */
+        GenerationUsage: {
+            /** Input Tokens */
+            input_tokens: number;
+            /** Output Tokens */
+            output_tokens: number;
+            /** Latency Ms */
+            latency_ms: number;
         };
         /** HealthRead */
         HealthRead: {
@@ -531,6 +1059,210 @@ export interface components {
             entries: components["schemas"]["LedgerEntryRead"][];
             /** Next Cursor */
             next_cursor: string | null;
+        };
+        /** MetaDescriptionBatchCreate */
+        MetaDescriptionBatchCreate: {
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "meta_description";
+            /** Items */
+            items: components["schemas"]["PageInput"][];
+        };
+        /** MetaDescriptionCreate */
+        MetaDescriptionCreate: {
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "meta_description";
+            input: components["schemas"]["PageInput"];
+        };
+        /** MetaTitleBatchCreate */
+        MetaTitleBatchCreate: {
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "meta_title";
+            /** Items */
+            items: components["schemas"]["PageInput"][];
+        };
+        /** MetaTitleCreate */
+        MetaTitleCreate: {
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "meta_title";
+            input: components["schemas"]["PageInput"];
+        };
+        /**
+         * PageInput
+         * @description Input of `meta_title` and `meta_description`.
+         */
+        PageInput: {
+            /** Page Title */
+            page_title?: string | null;
+            /** Page Url */
+            page_url?: string | null;
+            /** Page Content */
+            page_content: string;
+            /** Language */
+            language?: string | null;
+            /** Keywords */
+            keywords?: string[] | null;
+        };
+        /**
+         * PurchaseIntentCreate
+         * @example {
+         *       "package_id": "first_time",
+         *       "success_url": "https://example.com/thanks"
+         *     }
+         */
+        PurchaseIntentCreate: {
+            /**
+             * Package Id
+             * @enum {string}
+             */
+            package_id: "first_time" | "refill" | "small";
+            /** Success Url */
+            success_url?: string | null;
+        };
+        /** PurchaseIntentRead */
+        PurchaseIntentRead: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Package Id
+             * @enum {string}
+             */
+            package_id: "first_time" | "refill" | "small";
+            /** Credits */
+            credits: number;
+            /** Price Cents */
+            price_cents: number;
+            /**
+             * Currency
+             * @constant
+             */
+            currency: "usd";
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "open" | "completed" | "expired" | "refunded";
+            /** Checkout Url */
+            checkout_url: string | null;
+            /** Expires At */
+            expires_at: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Completed At */
+            completed_at: string | null;
+        };
+        /**
+         * PurchaseReviewRead
+         * @description A paid purchase that was credited but breaks a rule; support decides what to do.
+         */
+        PurchaseReviewRead: {
+            /**
+             * Purchase Intent Id
+             * Format: uuid
+             */
+            purchase_intent_id: string;
+            /** Package Id */
+            package_id: string;
+            /** Credits */
+            credits: number;
+            /** Price Cents */
+            price_cents: number;
+            /** Polar Order Id */
+            polar_order_id: string | null;
+            /** Completed At */
+            completed_at: string | null;
+            /** Reason */
+            reason: string;
+        };
+        /** SchemaBatchCreate */
+        SchemaBatchCreate: {
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "schema";
+            /** Items */
+            items: components["schemas"]["SchemaInput"][];
+        };
+        /** SchemaCreate */
+        SchemaCreate: {
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "schema";
+            input: components["schemas"]["SchemaInput"];
+        };
+        /**
+         * SchemaInput
+         * @description Input of `schema`.
+         */
+        SchemaInput: {
+            /**
+             * Schema Type
+             * @enum {string}
+             */
+            schema_type: "Article" | "Product" | "Organization" | "LocalBusiness" | "FAQPage" | "WebPage" | "Event" | "Person";
+            /** Page Title */
+            page_title?: string | null;
+            /** Page Url */
+            page_url?: string | null;
+            /** Page Content */
+            page_content: string;
+        };
+        /** SchemaOutput */
+        SchemaOutput: {
+            /** Schema */
+            schema: {
+                [key: string]: unknown;
+            };
         };
         /**
          * SiteCreate
@@ -585,6 +1317,22 @@ export interface components {
             current_period_end: string | null;
             /** Cancel At Period End */
             cancel_at_period_end: boolean;
+        };
+        /** TextOutput */
+        TextOutput: {
+            /** Text */
+            text: string;
+        };
+        /** WebhookAck */
+        WebhookAck: {
+            /**
+             * Received
+             * @default true
+             * @constant
+             */
+            received: true;
+            /** Duplicate */
+            duplicate: boolean;
         };
         /**
          * Problem
@@ -1131,6 +1879,35 @@ export interface operations {
             };
         };
     };
+    stream_balance: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `event: balance` with a `BalanceRead` body on connect and after every change (its `data` is the JSON of `GET /v1/balance`); `: heartbeat` comments in between. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": unknown;
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     list_ledger: {
         parameters: {
             query?: {
@@ -1307,6 +2084,660 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LedgerPage"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    list_credit_packages: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreditPackageList"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_purchase_intent: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A unique key per intended purchase; a retry with it returns the same intent. */
+                "Idempotency-Key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PurchaseIntentCreate"];
+            };
+        };
+        responses: {
+            /** @description The account's open first-time checkout, instead of a second one */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PurchaseIntentRead"];
+                };
+            };
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PurchaseIntentRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `subscription_inactive` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: `first_time_offer_unavailable`, `purchase_in_progress`, `idempotency_key_reused`, `idempotent_request_in_progress` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+            /** @description Too Many Requests: `rate_limited` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Bad Gateway: `payment_provider_error` */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable: `service_not_configured` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_purchase_intent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                intent_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PurchaseIntentRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    receive_polar_webhook: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The delivery's unique id; a repeat of an id is acknowledged, not redone. */
+                "webhook-id": string;
+                /** @description Unix seconds when Polar signed the delivery; more than 5 minutes away from now is refused. */
+                "webhook-timestamp": string;
+                /** @description Space-separated `v1,<base64 HMAC-SHA256>` signatures of `<webhook-id>.<webhook-timestamp>.<raw body>` (Standard Webhooks). */
+                "webhook-signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Polar's event, verified on the exact bytes sent. */
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @example order.paid */
+                    type: string;
+                    /** Format: date-time */
+                    timestamp?: string;
+                    data: Record<string, never>;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookAck"];
+                };
+            };
+            /** @description Bad Request: `invalid_payload` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `invalid_signature` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_generation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A unique key per intended generation: a retry with it returns the first answer and is never charged twice. */
+                "Idempotency-Key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MetaTitleCreate"] | components["schemas"]["MetaDescriptionCreate"] | components["schemas"]["AltTextCreate"] | components["schemas"]["SchemaCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GenerationCreated"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payment Required: `insufficient_credits` */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `subscription_inactive` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: `idempotency_key_reused`, `idempotent_request_in_progress` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+            /** @description Too Many Requests: `rate_limited` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Bad Gateway: `generation_failed` */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable: `provider_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_generation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                generation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GenerationRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    create_generation_batch: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A unique key per intended generation: a retry with it returns the first answer and is never charged twice. */
+                "Idempotency-Key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MetaTitleBatchCreate"] | components["schemas"]["MetaDescriptionBatchCreate"] | components["schemas"]["AltTextBatchCreate"] | components["schemas"]["SchemaBatchCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payment Required: `insufficient_credits` */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `subscription_inactive` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: `idempotency_key_reused`, `idempotent_request_in_progress` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+            /** @description Too Many Requests: `rate_limited` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_generation_batch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                batch_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchDetail"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    stream_generation_batch_events: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                batch_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Server-Sent Events: `progress` (the batch and the item that just finished; the first one carries the current state and no item), then `done`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    cancel_generation_batch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                batch_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchRead"];
                 };
             };
             /** @description Unauthorized: `unauthorized` */

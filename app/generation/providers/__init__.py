@@ -1,0 +1,24 @@
+"""Where generations come from: Claude (`anthropic`) or, without an API key, `offline`."""
+
+import logging
+
+from app.config import Settings
+from app.generation.providers.base import Provider
+
+logger = logging.getLogger(__name__)
+
+
+def create_provider(settings: Settings) -> Provider:
+    """The provider for this process, created once per app lifetime."""
+    if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
+        from app.generation.providers.offline import OfflineProvider
+
+        logger.warning(
+            "ANTHROPIC_API_KEY is not set: generations use the offline extractive generator "
+            "(%s), not Claude",
+            OfflineProvider.model,
+        )
+        return OfflineProvider()
+    from app.generation.providers.anthropic import AnthropicProvider
+
+    return AnthropicProvider(settings)

@@ -1,0 +1,230 @@
+"""Claude through the official SDK: one `AsyncAnthropic` client per app lifetime.
+
+The SDK retries connection errors, timeouts, 429, 5xx and 529 itself (`max_retries`);
+what still fails after that is ours to map: 429 and 529 (and 503) mean "try again later",
+everything else means this generation failed. An output that breaks its kind's rules is
+asked for once more within the same hold, then fails. Nothing here is ever charged: the
+service charges only a `ProviderResult`."""
+
+import math
+import time
+from typing import Any
+
+import anthropic
+from anthropic.types import MessageParam, TextBlockParam
+
+from app.config import Settings
+from app.generation.outputs import (
+    SCHEMA_JSON_SCHEMAS,
+    InvalidOutput,
+    check_schema,
+    check_text,
+    clean_text,
+)
+from app.generation.providers.base import (
+    FailureKind,
+    GenerationKind,
+    ProviderError,
+    ProviderResult,
+)
+
+UNAVAILABLE_STATUSES = {429: "rate_limited", 503: "unavailable", 529: "overloaded"}
+DEFAULT_RETRY_AFTER_SECONDS = {429: 30, 503: 15, 529: 15}
+OUTPUT_ATTEMPTS = 2
+"""One retry, within the same hold, when an output breaks its kind's rules."""
+
+MAX_TOKENS = {
+    GenerationKind.META_TITLE: 100,
+    GenerationKind.META_DESCRIPTION: 200,
+    GenerationKind.ALT_TEXT: 150,
+    GenerationKind.SCHEMA: 2000,
+}
+
+_COMMON = (
+    "You write SEO metadata for websites built with Framer. Answer with the requested text "
+    "only: no preamble, no label, no quotation marks, no explanation, no markdown."
+)
+
+SYSTEM_PROMPTS = {
+    GenerationKind.META_TITLE: (
+        f"{_COMMON}\n\nWrite the page's meta title (the <title> shown in search results). "
+        "Rules: at most 60 characters including spaces; lead with the page's main topic and "
+        "its most important keyword; specific and descriptive, never generic "
+        '("Home", "Welcome"); no keyword stuffing, no ALL CAPS, no clickbait, no trailing '
+        "punctuation. Append the brand after a separator only if it fits."
+    ),
+    GenerationKind.META_DESCRIPTION: (
+        f"{_COMMON}\n\nWrite the page's meta description (the snippet under the title in "
+        "search results). Rules: at most 160 characters including spaces, ideally 120 to "
+        "155; one or two complete sentences in active voice that say what the page offers "
+        "and why it is worth a click; include the main keyword naturally; no quotation "
+        "marks, no keyword lists, no claims the page does not make."
+    ),
+    GenerationKind.ALT_TEXT: (
+        f"{_COMMON}\n\nWrite alt text for the image, for screen-reader users and image "
+        "search. Rules: at most 125 characters; describe what the image shows that matters "
+        "in the page's context (subject, action, setting, visible text); never begin with "
+        '"image of", "picture of", "photo of" or similar; no "alt text:" label; no keyword '
+        "stuffing; end without a period unless it is a full sentence."
+    ),
+    GenerationKind.SCHEMA: (
+        "You write schema.org JSON-LD structured data for web pages. Use only facts stated in "
+        "the page content; omit optional properties the page does not support rather than "
+        'inventing them. "@context" is "https://schema.org". Dates are ISO 8601.'
+    ),
+}
+
+
+def _language_rule(language: str | None) -> str:
+    if language:
+        return f"Write in the page's language: {language} (BCP 47)."
+    return "Write in the same language as the page content."
+
+
+def _page_block(payload: dict[str, Any]) -> str:
+    parts = []
+    if payload.get("page_title"):
+        parts.append(f"Page title: {payload['page_title']}")
+    if payload.get("page_url"):
+        parts.append(f"Page URL: {payload['page_url']}")
+    if payload.get("keywords"):
+        parts.append("Target keywords: " + ", ".join(payload["keywords"]))
+    parts.append(f"<page_content>\n{payload['page_content']}\n</page_content>")
+    return "\n".join(parts)
+
+
+def build_request(kind: GenerationKind, payload: dict[str, Any]) -> dict[str, Any]:
+    """The Messages API arguments for one generation (without model and limits)."""
+    content: list[Any]
+    if kind is GenerationKind.ALT_TEXT:
+        context = payload.get("context")
+        text = "Write the alt text for this image."
+        if context:
+            text += f"\n<context>\n{context}\n</context>"
+        text += f"\n{_language_rule(payload.get('language'))}"
+        content = [
+            {"type": "image", "source": {"type": "url", "url": payload["image_url"]}},
+            TextBlockParam(type="text", text=text),
+        ]
+    elif kind is GenerationKind.SCHEMA:
+        text = f"Write {payload['schema_type']} JSON-LD for this page.\n{_page_block(payload)}"
+        content = [TextBlockParam(type="text", text=text)]
+    else:
+        label = "meta title" if kind is GenerationKind.META_TITLE else "meta description"
+        text = (
+            f"Write the {label} for this page. {_language_rule(payload.get('language'))}\n"
+            f"{_page_block(payload)}"
+        )
+        content = [TextBlockParam(type="text", text=text)]
+    messages: list[MessageParam] = [{"role": "user", "content": content}]
+    request: dict[str, Any] = {"system": SYSTEM_PROMPTS[kind], "messages": messages}
+    if kind is GenerationKind.SCHEMA:
+        request["output_config"] = {
+            "format": {
+                "type": "json_schema",
+                "schema": SCHEMA_JSON_SCHEMAS[payload["schema_type"]],
+            }
+        }
+    return request
+
+
+def _retry_after(error: anthropic.APIStatusError) -> int:
+    header = error.response.headers.get("retry-after")
+    try:
+        seconds = float(header) if header is not None else None
+    except ValueError:
+        seconds = None
+    if seconds is None or seconds <= 0:
+        return DEFAULT_RETRY_AFTER_SECONDS.get(error.status_code, 30)
+    return max(1, math.ceil(seconds))
+
+
+class AnthropicProvider:
+    def __init__(self, settings: Settings) -> None:
+        assert settings.anthropic_api_key is not None
+        self.model = settings.anthropic_model
+        self.client = anthropic.AsyncAnthropic(
+            api_key=settings.anthropic_api_key.get_secret_value(),
+            base_url=settings.anthropic_base_url,
+            max_retries=settings.anthropic_max_retries,
+            timeout=settings.anthropic_timeout_seconds,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    async def generate(self, kind: GenerationKind, payload: dict[str, Any]) -> ProviderResult:
+        request = build_request(kind, payload)
+        started = time.perf_counter()
+        input_tokens = output_tokens = 0
+        model = self.model
+        invalid: InvalidOutput | None = None
+        for _ in range(OUTPUT_ATTEMPTS):
+            message = await self._create(kind, request, input_tokens, output_tokens)
+            model = message.model or self.model
+            input_tokens += message.usage.input_tokens
+            output_tokens += message.usage.output_tokens
+            try:
+                output = self._read_output(kind, payload, message)
+            except InvalidOutput as exc:
+                invalid = exc
+                continue
+            latency_ms = round((time.perf_counter() - started) * 1000)
+            return ProviderResult(output, model, input_tokens, output_tokens, latency_ms)
+        assert invalid is not None
+        raise ProviderError(
+            FailureKind.FAILED,
+            invalid.reason,
+            f"Claude's output was not usable twice: {invalid.detail}",
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+
+    async def _create(
+        self, kind: GenerationKind, request: dict[str, Any], input_tokens: int, output_tokens: int
+    ) -> anthropic.types.Message:
+        usage: dict[str, Any] = {
+            "model": self.model,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+        }
+        try:
+            return await self.client.messages.create(
+                model=self.model, max_tokens=MAX_TOKENS[kind], **request
+            )
+        except anthropic.APITimeoutError as exc:
+            raise ProviderError(
+                FailureKind.FAILED, "timeout", "Claude did not answer in time.", **usage
+            ) from exc
+        except anthropic.APIConnectionError as exc:
+            raise ProviderError(
+                FailureKind.FAILED, "connection_error", "Claude could not be reached.", **usage
+            ) from exc
+        except anthropic.APIStatusError as exc:
+            if exc.status_code in UNAVAILABLE_STATUSES:
+                raise ProviderError(
+                    FailureKind.UNAVAILABLE,
+                    UNAVAILABLE_STATUSES[exc.status_code],
+                    "Claude is rate limited or overloaded right now.",
+                    retry_after_seconds=_retry_after(exc),
+                    **usage,
+                ) from exc
+            raise ProviderError(
+                FailureKind.FAILED,
+                "upstream_error",
+                f"Claude answered with HTTP {exc.status_code}.",
+                **usage,
+            ) from exc
+
+    def _read_output(
+        self, kind: GenerationKind, payload: dict[str, Any], message: anthropic.types.Message
+    ) -> dict[str, Any]:
+        if message.stop_reason == "max_tokens":
+            raise InvalidOutput("output_too_long", "The output was cut off at the token limit.")
+        if message.stop_reason == "refusal":
+            raise InvalidOutput("refused", "Claude declined to write this output.")
+        text = "".join(block.text for block in message.content if block.type == "text")
+        if kind is GenerationKind.SCHEMA:
+            return check_schema(payload["schema_type"], text)
+        return check_text(kind, clean_text(kind, text))

@@ -1,0 +1,630 @@
+"""Generations: reserve one credit, call the provider with no transaction open, then
+charge it (a usable output) or give it back (anything else).
+
+A single generation runs as a task of its own, shielded from the request: a client that
+hangs up does not cut it short, and a retry with the same `Idempotency-Key` gets its stored
+result. What is stored for a key: the `201` and a `502 generation_failed`, which are final.
+A `503 provider_unavailable` is not: its key is freed, so a retry after `Retry-After` runs
+the generation again (nothing was charged the first time). Errors found before any credit
+moved (`402`, `403`, `404`, `422`) store nothing either.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import idempotency
+from app.accounts import service as accounts
+from app.config import Settings
+from app.credits import service as credits
+from app.credits.service import HoldOutcome
+from app.credits.views import balance_snapshot
+from app.db import utcnow
+from app.errors import AppError, NotFound, app_error_body
+from app.generation import repository
+from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
+from app.generation.providers.base import (
+    FailureKind,
+    GenerationKind,
+    Provider,
+    ProviderError,
+    ProviderResult,
+)
+from app.generation.schemas import (
+    BatchDetail,
+    BatchItemRead,
+    BatchRead,
+    GenerationCreated,
+    GenerationError,
+    GenerationRead,
+    GenerationUsage,
+    SchemaOutput,
+    TextOutput,
+)
+from app.idempotency import IdempotentRequestInProgress
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+KIND_LABELS = {
+    "meta_title": "meta title",
+    "meta_description": "meta description",
+    "alt_text": "alt text",
+    "schema": "schema",
+}
+IDEMPOTENCY_POLL_SECONDS = 0.1
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+class GenerationFailed(AppError):
+    status = 502
+    code = "generation_failed"
+    title = "The generation failed; no credit was charged"
+
+
+class ProviderUnavailable(AppError):
+    status = 503
+    code = "provider_unavailable"
+    title = "The AI provider is busy; no credit was charged"
+
+
+@dataclass
+class GenerationRuntime:
+    """What generations need for the app's lifetime: one provider, the session factory, the
+    tasks running detached from their requests, and a way to wake the batch workers."""
+
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    provider: Provider
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    batch_created: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def detached(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` as a task the request's cancellation cannot stop (a client that
+        disconnects), kept referenced until it ends."""
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return await asyncio.shield(task)
+
+    async def drain(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """At shutdown: let running generations finish, then interrupt the rest (their
+        holds are released on the way out, or by the sweeper)."""
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        await self.provider.aclose()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A generation request's HTTP answer: a body to send and, for a key, to store."""
+
+    status_code: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_problem(self) -> bool:
+        return self.status_code >= 400
+
+
+@dataclass(frozen=True)
+class _Started:
+    generation_id: uuid.UUID
+    account_id: uuid.UUID
+    kind: GenerationKind
+    payload: dict[str, Any]
+
+
+def _scope(account_id: uuid.UUID) -> str:
+    return f"account:{account_id}"
+
+
+def _output_read(output: dict[str, Any] | None) -> TextOutput | SchemaOutput | None:
+    if output is None:
+        return None
+    if "schema" in output:
+        return SchemaOutput.model_validate({"schema": output["schema"]})
+    return TextOutput(text=output["text"])
+
+
+def _error_read(code: str | None, detail: str | None, reason: str | None = None) -> Any:
+    if code is None:
+        return None
+    return GenerationError(code=code, reason=reason, detail=detail or "")
+
+
+def _usage_read(row: Generation | GenerationBatchItem) -> GenerationUsage | None:
+    if row.latency_ms is None:
+        return None
+    return GenerationUsage(
+        input_tokens=row.input_tokens or 0,
+        output_tokens=row.output_tokens or 0,
+        latency_ms=row.latency_ms,
+    )
+
+
+def _split_error(detail: str | None) -> tuple[str | None, str | None]:
+    """Stored error details are `reason: text`."""
+    if detail is None:
+        return None, None
+    reason, _, text = detail.partition(": ")
+    return (reason, text) if text else (None, detail)
+
+
+def generation_read(generation: Generation) -> GenerationRead:
+    reason, detail = _split_error(generation.error_detail)
+    return GenerationRead(
+        id=generation.id,
+        kind=generation.kind,  # type: ignore[arg-type]
+        site_id=generation.site_id,
+        status=generation.status,  # type: ignore[arg-type]
+        output=_output_read(generation.output),
+        error=_error_read(generation.error_code, detail, reason),
+        credits_charged=generation.credits_charged,
+        model=generation.model,
+        usage=_usage_read(generation),
+        created_at=generation.created_at,
+        completed_at=generation.completed_at,
+    )
+
+
+async def get_generation(
+    session: AsyncSession, account_id: uuid.UUID, generation_id: uuid.UUID
+) -> GenerationRead:
+    generation = await repository.get_generation(session, account_id, generation_id)
+    if generation is None:
+        raise NotFound("No such generation.")
+    return generation_read(generation)
+
+
+def _failure_error(failure: ProviderError, generation_id: uuid.UUID) -> AppError:
+    extra: dict[str, Any] = {
+        "generation_id": str(generation_id),
+        "credits_charged": 0,
+        "reason": failure.reason,
+    }
+    if failure.kind is FailureKind.UNAVAILABLE:
+        retry_after = failure.retry_after_seconds or 30
+        return ProviderUnavailable(
+            f"{failure.detail} Nothing was charged; try again in {retry_after} seconds.",
+            headers={"Retry-After": str(retry_after)},
+            retry_after=retry_after,
+            **extra,
+        )
+    return GenerationFailed(f"{failure.detail} Nothing was charged.", **extra)
+
+
+async def create_generation(
+    runtime: GenerationRuntime,
+    account_id: uuid.UUID,
+    site_id: uuid.UUID,
+    kind: GenerationKind,
+    payload: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+    request_fingerprint: str,
+) -> Outcome:
+    """One generation, start to end. Raises `AppError`s that leave everything unchanged
+    (402, 403, 404, 409); returns the outcome of everything after the credit was reserved."""
+    wait_until = time.monotonic() + runtime.settings.generation_timeout_seconds + 10
+    while True:
+        async with runtime.sessionmaker() as session, session.begin():
+            claim: idempotency.Claim | None = None
+            if idempotency_key is not None:
+                claimed = await idempotency.claim(
+                    session, _scope(account_id), idempotency_key, request_fingerprint
+                )
+                if isinstance(claimed, idempotency.Replay):
+                    return Outcome(claimed.status_code, claimed.body)
+                if isinstance(claimed, idempotency.Claim):
+                    claim = claimed
+            if idempotency_key is None or claim is not None:
+                started = await _reserve(
+                    session, runtime.settings, account_id, site_id, kind, payload, claim
+                )
+                break
+        # Another request with this key is generating: wait for its stored answer.
+        if time.monotonic() > wait_until:
+            raise IdempotentRequestInProgress("Retry shortly.", headers={"Retry-After": "5"})
+        await asyncio.sleep(IDEMPOTENCY_POLL_SECONDS)
+    return await _run(runtime, started)
+
+
+async def _reserve(
+    session: AsyncSession,
+    settings: Settings,
+    account_id: uuid.UUID,
+    site_id: uuid.UUID,
+    kind: GenerationKind,
+    payload: dict[str, Any],
+    claim: idempotency.Claim | None,
+) -> _Started:
+    """The first short transaction: checks, one credit held, the generation `running`."""
+    account = await accounts.get_account(session, account_id)
+    accounts.ensure_usable(account)
+    await accounts.get_site(session, account_id, site_id)
+    generation_id = uuid.uuid4()
+    hold = await credits.reserve(
+        session,
+        account_id,
+        1,
+        ttl=timedelta(seconds=settings.hold_ttl_seconds),
+        reference=f"generation:{generation_id}",
+    )
+    await repository.add_generation(
+        session,
+        Generation(
+            id=generation_id,
+            account_id=account_id,
+            site_id=site_id,
+            kind=kind.value,
+            status="running",
+            input=payload,
+            hold_id=hold.id,
+            expires_at=hold.expires_at,
+            idempotency_record_id=claim.record_id if claim else None,
+            credits_charged=0,
+            created_at=utcnow(),
+        ),
+    )
+    return _Started(generation_id, account_id, kind, payload)
+
+
+async def call_provider(
+    provider: Provider, settings: Settings, kind: GenerationKind, payload: dict[str, Any]
+) -> ProviderResult | ProviderError:
+    """The provider's answer, or why there is none. Holds no database connection."""
+    try:
+        async with asyncio.timeout(settings.generation_timeout_seconds):
+            return await provider.generate(kind, payload)
+    except ProviderError as exc:
+        return exc
+    except TimeoutError:
+        return ProviderError(
+            FailureKind.FAILED, "timeout", "The generation took too long.", model=provider.model
+        )
+    except Exception:
+        logger.exception("generation provider crashed")
+        return ProviderError(
+            FailureKind.FAILED,
+            "internal_error",
+            "The generation failed on our side.",
+            model=provider.model,
+        )
+
+
+async def _run(runtime: GenerationRuntime, started: _Started) -> Outcome:
+    try:
+        answer = await call_provider(
+            runtime.provider, runtime.settings, started.kind, started.payload
+        )
+    except asyncio.CancelledError:
+        # Shutting down mid-call: give the credit back now rather than at hold expiry.
+        interrupted = ProviderError(
+            FailureKind.FAILED, "interrupted", "The server stopped during the generation."
+        )
+        with contextlib.suppress(Exception):
+            await _finish(runtime, started, interrupted)
+        raise
+    return await _finish(runtime, started, answer)
+
+
+async def _finish(
+    runtime: GenerationRuntime, started: _Started, answer: ProviderResult | ProviderError
+) -> Outcome:
+    """The second short transaction: charge the credit or give it back, record the result,
+    store the answer for the `Idempotency-Key`."""
+    async with runtime.sessionmaker() as session, session.begin():
+        generation = await repository.lock_generation(session, started.generation_id)
+        if generation.status != "running":
+            # The interrupted-generation sweep got here first: the hold is gone, unpaid.
+            return _stored_failure_outcome(generation)
+        now = utcnow()
+        generation.completed_at = now
+        if isinstance(answer, ProviderResult):
+            _record_usage(generation, answer.model, answer)
+            settled = await credits.settle(
+                session,
+                generation.hold_id,
+                1,
+                description=f"AI generation: {KIND_LABELS[generation.kind]}",
+                generation_id=generation.id,
+                now=now,
+            )
+            if settled.outcome is HoldOutcome.SETTLED:
+                generation.status = "succeeded"
+                generation.output = answer.output
+                generation.credits_charged = 1
+                await session.flush()
+                account = await accounts.get_account(session, started.account_id)
+                created = GenerationCreated(
+                    **generation_read(generation).model_dump(),
+                    balance=await balance_snapshot(session, account),
+                )
+                outcome = Outcome(201, created.model_dump(mode="json", by_alias=True))
+                await _store(session, generation, outcome)
+                return outcome
+            answer = ProviderError(
+                FailureKind.FAILED,
+                "reservation_expired",
+                "The result arrived after the credit reservation had expired.",
+            )
+        else:
+            _record_usage(generation, answer.model, answer)
+            await credits.release(session, generation.hold_id, now=now)
+        error = _failure_error(answer, generation.id)
+        generation.status = "failed"
+        generation.error_code = error.code
+        generation.error_detail = f"{answer.reason}: {answer.detail}"
+        outcome = Outcome(error.status, app_error_body(error), error.headers)
+        await _store(session, generation, outcome)
+        return outcome
+
+
+def _record_usage(
+    generation: Generation, model: str | None, usage: ProviderResult | ProviderError
+) -> None:
+    generation.model = model
+    generation.input_tokens = usage.input_tokens
+    generation.output_tokens = usage.output_tokens
+    if isinstance(usage, ProviderResult):
+        generation.latency_ms = usage.latency_ms
+    elif generation.created_at is not None and generation.completed_at is not None:
+        elapsed = generation.completed_at - generation.created_at
+        generation.latency_ms = round(elapsed.total_seconds() * 1000)
+
+
+async def _store(session: AsyncSession, generation: Generation, outcome: Outcome) -> None:
+    if generation.idempotency_record_id is None:
+        return
+    claim = idempotency.Claim(generation.idempotency_record_id)
+    if outcome.status_code == ProviderUnavailable.status:
+        # Not final: free the key so a retry after Retry-After generates again.
+        generation.idempotency_record_id = None
+        await session.flush()
+        await idempotency.abandon(session, claim)
+        return
+    await idempotency.complete(session, claim, outcome.status_code, outcome.body)
+
+
+def _stored_failure_outcome(generation: Generation) -> Outcome:
+    error = GenerationFailed(
+        "The generation was interrupted. Nothing was charged.",
+        generation_id=str(generation.id),
+        credits_charged=0,
+        reason="interrupted",
+    )
+    return Outcome(error.status, app_error_body(error))
+
+
+async def fail_interrupted_generations(
+    sessionmaker: async_sessionmaker[AsyncSession], *, limit: int = 500
+) -> int:
+    """Generations whose process died mid-call: release their hold (if the sweeper has not),
+    mark them failed and store that answer for their `Idempotency-Key`."""
+    total = 0
+    while True:
+        async with sessionmaker() as session, session.begin():
+            now = utcnow()
+            interrupted = await repository.lock_interrupted_generations(session, now, limit)
+            for generation in interrupted:
+                await credits.release(session, generation.hold_id, now=now)
+                generation.status = "failed"
+                generation.error_code = GenerationFailed.code
+                generation.error_detail = "interrupted: The generation was interrupted."
+                generation.completed_at = now
+                outcome = _stored_failure_outcome(generation)
+                await _store(session, generation, outcome)
+        total += len(interrupted)
+        if len(interrupted) < limit:
+            return total
+
+
+# --- batches ---
+
+
+def batch_read(batch: GenerationBatch, counts: dict[str, int]) -> BatchRead:
+    succeeded = counts.get("succeeded", 0)
+    failed = counts.get("failed", 0)
+    canceled = counts.get("canceled", 0)
+    return BatchRead(
+        id=batch.id,
+        kind=batch.kind,  # type: ignore[arg-type]
+        site_id=batch.site_id,
+        status=batch.status,  # type: ignore[arg-type]
+        total=batch.total,
+        succeeded=succeeded,
+        failed=failed,
+        canceled=canceled,
+        pending=batch.total - succeeded - failed - canceled,
+        credits_charged=succeeded,
+        created_at=batch.created_at,
+        completed_at=batch.completed_at,
+        canceled_at=batch.canceled_at,
+    )
+
+
+def item_read(item: GenerationBatchItem) -> BatchItemRead:
+    reason, detail = _split_error(item.error_detail)
+    return BatchItemRead(
+        index=item.index,
+        status=item.status,  # type: ignore[arg-type]
+        output=_output_read(item.output),
+        error=_error_read(item.error_code, detail, reason),
+    )
+
+
+async def create_batch(
+    session: AsyncSession,
+    settings: Settings,
+    account_id: uuid.UUID,
+    site_id: uuid.UUID,
+    kind: GenerationKind,
+    payloads: list[dict[str, Any]],
+) -> BatchRead:
+    """Every item's credit reserved at once (one hold each), or `InsufficientCredits` and
+    nothing at all. The workers take it from here."""
+    account = await accounts.get_account(session, account_id)
+    accounts.ensure_usable(account)
+    await accounts.get_site(session, account_id, site_id)
+    batch_id = uuid.uuid4()
+    holds = await credits.reserve_many(
+        session,
+        account_id,
+        [1] * len(payloads),
+        ttl=timedelta(seconds=settings.batch_hold_ttl_seconds),
+        references=[f"batch:{batch_id}:{index}" for index in range(len(payloads))],
+    )
+    now = utcnow()
+    batch = GenerationBatch(
+        id=batch_id,
+        account_id=account_id,
+        site_id=site_id,
+        kind=kind.value,
+        status="queued",
+        total=len(payloads),
+        created_at=now,
+    )
+    items = [
+        {
+            "batch_id": batch_id,
+            "index": index,
+            "input": payload,
+            "status": "queued",
+            "hold_id": hold.id,
+            "credits_charged": 0,
+            "attempts": 0,
+        }
+        for index, (payload, hold) in enumerate(zip(payloads, holds, strict=True))
+    ]
+    await repository.add_batch(session, batch, items)
+    return batch_read(batch, {})
+
+
+async def _load_batch(
+    session: AsyncSession, account_id: uuid.UUID, batch_id: uuid.UUID
+) -> GenerationBatch:
+    batch = await repository.get_batch(session, account_id, batch_id)
+    if batch is None:
+        raise NotFound("No such generation batch.")
+    return batch
+
+
+async def get_batch(
+    session: AsyncSession, account_id: uuid.UUID, batch_id: uuid.UUID
+) -> BatchDetail:
+    batch = await _load_batch(session, account_id, batch_id)
+    items = await repository.list_items(session, batch_id)
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.status] = counts.get(item.status, 0) + 1
+    return BatchDetail(
+        **batch_read(batch, counts).model_dump(), items=[item_read(i) for i in items]
+    )
+
+
+async def cancel_batch(
+    session: AsyncSession, account_id: uuid.UUID, batch_id: uuid.UUID
+) -> BatchRead:
+    """Stop the batch: items not started are canceled and their credits released at once;
+    items being generated right now finish (and are charged if they succeed)."""
+    await _load_batch(session, account_id, batch_id)
+    batch = await repository.lock_batch(session, batch_id)
+    if batch.status in ("queued", "running"):
+        now = utcnow()
+        batch.status = "canceled"
+        batch.canceled_at = now
+        hold_ids = await repository.cancel_queued_items(session, batch_id, now)
+        await credits.release_many(session, hold_ids, now=now)
+        await session.flush()
+    return batch_read(batch, await repository.item_counts(session, batch_id))
+
+
+@dataclass
+class _EventState:
+    total: int
+    seen: dict[int, str] = field(default_factory=dict)
+    """Finished items already reported, by index, with their status."""
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for status in self.seen.values():
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+
+async def batch_events(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    account_id: uuid.UUID,
+    batch_id: uuid.UUID,
+) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+    """The batch's events as `(event, data)`: the current state first (`progress` with no
+    item), then `progress` per finished item in the order they finished, then `done`; `ping`
+    (no data) when nothing happened for a while. Reads the database, so it follows workers
+    on every instance. Raises `NotFound` before the first event."""
+    async with sessionmaker() as session, session.begin():
+        batch = await _load_batch(session, account_id, batch_id)
+        items = await repository.list_items(session, batch_id)
+    state = _EventState(total=batch.total)
+    for item in items:
+        if item.status in repository.FINISHED_ITEM_STATUSES:
+            state.seen[item.index] = item.status
+    return _event_stream(sessionmaker, settings, batch, state)
+
+
+def _event(batch: GenerationBatch, state: _EventState, item: Any) -> dict[str, Any]:
+    return {
+        "batch": batch_read(batch, state.counts()).model_dump(mode="json"),
+        "item": item_read(item).model_dump(mode="json") if item is not None else None,
+    }
+
+
+async def _event_stream(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    batch: GenerationBatch,
+    state: _EventState,
+) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+    yield "progress", _event(batch, state, None)
+    last_sent = time.monotonic()
+    while True:
+        if batch.status in ("completed", "canceled") and len(state.seen) == state.total:
+            yield "done", _event(batch, state, None)
+            return
+        await asyncio.sleep(settings.batch_events_interval_seconds)
+        async with sessionmaker() as session, session.begin():
+            fresh = await repository.get_batch(session, batch.account_id, batch.id)
+            assert fresh is not None
+            batch = fresh
+            finished = await repository.finished_item_indexes(session, batch.id)
+            new = [index for index in finished if index not in state.seen]
+            new_items = await repository.items_by_index(session, batch.id, new) if new else []
+        canceled = 0
+        for item in new_items:
+            state.seen[item.index] = item.status
+            if item.status == "canceled":
+                canceled += 1
+                continue
+            yield "progress", _event(batch, state, item)
+            last_sent = time.monotonic()
+        if canceled:
+            yield "progress", _event(batch, state, None)
+            last_sent = time.monotonic()
+        if time.monotonic() - last_sent >= settings.sse_ping_interval_seconds:
+            yield "ping", None
+            last_sent = time.monotonic()

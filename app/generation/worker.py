@@ -1,0 +1,420 @@
+"""The batch workers: a bounded pool per process that claims items from the database, so
+any server instance works any batch, plus a heartbeat that keeps their holds alive.
+
+An item is claimed under a lease (`claimed_until`) with a fresh `claim_token`; the
+heartbeat renews the leases of this instance's items and extends the holds of its items and
+of every queued item. If the instance dies, its leases run out and any instance reclaims
+the items (lease + poll interval < hold TTL, so before their holds expire); if every
+instance is gone longer than the hold TTL, the sweeper releases the holds and the items
+fail without a charge when they are next claimed. Either way every credit is accounted for.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.credits import service as credits
+from app.credits.service import Charge, HoldOutcome
+from app.db import utcnow
+from app.generation import repository
+from app.generation.providers import create_provider
+from app.generation.providers.base import (
+    FailureKind,
+    GenerationKind,
+    ProviderError,
+    ProviderResult,
+)
+from app.generation.service import (
+    KIND_LABELS,
+    GenerationRuntime,
+    call_provider,
+    fail_interrupted_generations,
+)
+
+logger = logging.getLogger(__name__)
+
+HOLD_CHUNK = 500
+RECORD_GROUP = 64
+"""Results recorded in one transaction at most."""
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    item_id: int
+    token: uuid.UUID
+    batch_id: uuid.UUID
+    kind: GenerationKind
+    payload: dict[str, Any]
+    attempts: int
+
+
+def instance_name() -> str:
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class BatchWorkers:
+    """One claimer fills a small local queue (at most `GENERATION_CONCURRENCY` items ahead,
+    claimed in one transaction) and `GENERATION_CONCURRENCY` workers generate from it."""
+
+    def __init__(self, runtime: GenerationRuntime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.concurrency = runtime.settings.generation_concurrency
+        self.instance_id = instance_name()
+        self._queue: asyncio.Queue[_Claimed] = asyncio.Queue()
+        self._results: asyncio.Queue[tuple[_Claimed, ProviderResult | ProviderError] | None] = (
+            asyncio.Queue()
+        )
+        self._busy = 0
+        self._touched: set[uuid.UUID] = set()
+        """Batches this instance worked on that may have just finished."""
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def _nudge(self) -> asyncio.Event:
+        """Set when a batch is created here or a worker finished an item."""
+        return self.runtime.batch_created
+
+    def start(self) -> None:
+        self._recorder = asyncio.create_task(self._record_forever(), name="batch-recorder")
+        self._tasks.append(asyncio.create_task(self._claim_forever(), name="batch-claimer"))
+        for number in range(self.concurrency):
+            self._tasks.append(
+                asyncio.create_task(self._work_forever(), name=f"batch-worker-{number}")
+            )
+        self._tasks.append(asyncio.create_task(self._heartbeat_forever(), name="batch-heartbeat"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        # Record the results already in, then stop.
+        self._results.put_nowait(None)
+        await asyncio.gather(self._recorder, return_exceptions=True)
+        # Hand back what was claimed but not started, so another instance starts it now.
+        waiting = []
+        while not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        for claimed in waiting:
+            with contextlib.suppress(Exception):
+                await self._unclaim(claimed)
+
+    # --- claiming ---
+
+    async def _claim_forever(self) -> None:
+        while True:
+            wanted = min(self.concurrency, 2 * self.concurrency - self._busy - self._queue.qsize())
+            got = 0
+            if wanted > 0:
+                self._nudge.clear()
+                try:
+                    claimed = await self.claim(wanted)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("claiming batch items failed; retrying")
+                    claimed = []
+                got = len(claimed)
+                for item in claimed:
+                    self._queue.put_nowait(item)
+                if got == wanted:
+                    continue
+                await self._complete_touched()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._nudge.wait(), self.settings.batch_poll_interval_seconds
+                )
+
+    async def claim(self, limit: int) -> list[_Claimed]:
+        """Claim up to `limit` items in one short transaction. Items that need no work (of a
+        canceled batch, with an expired hold, out of attempts) are resolved on the way."""
+        settings = self.settings
+        now = utcnow()
+        token = uuid.uuid4()
+        claimed: list[_Claimed] = []
+        queued_batches: set[uuid.UUID] = set()
+        async with self.runtime.sessionmaker() as session, session.begin():
+            found = await repository.claim_items(session, now, limit)
+            candidates = []
+            for item, batch in found:
+                self._touched.add(batch.id)
+                if batch.status == "canceled":
+                    await credits.release(session, item.hold_id, now=now)
+                    item.status, item.finished_at, item.claimed_until = "canceled", now, None
+                elif item.attempts >= settings.batch_max_attempts:
+                    await credits.release(session, item.hold_id, now=now)
+                    self._fail(item, "interrupted", "Its workers kept stopping.", now)
+                else:
+                    candidates.append((item, batch))
+            alive = set(
+                await credits.keep_alive(
+                    session,
+                    [item.hold_id for item, _ in candidates],
+                    ttl=timedelta(seconds=settings.batch_hold_ttl_seconds),
+                    now=now,
+                )
+            )
+            started = []
+            for item, batch in candidates:
+                if item.hold_id not in alive:
+                    # No live worker kept its reservation: the credit went (or goes) back.
+                    await credits.release(session, item.hold_id, now=now)
+                    self._fail(
+                        item,
+                        "reservation_expired",
+                        "Its credit reservation expired before it could be generated.",
+                        now,
+                    )
+                    continue
+                started.append(item.id)
+                if batch.status == "queued":
+                    queued_batches.add(batch.id)
+                claimed.append(
+                    _Claimed(
+                        item.id,
+                        token,
+                        batch.id,
+                        GenerationKind(batch.kind),
+                        dict(item.input),
+                        item.attempts + 1,
+                    )
+                )
+            if started:
+                await repository.start_items(
+                    session,
+                    started,
+                    instance_id=self.instance_id,
+                    claim_token=token,
+                    claimed_until=now + timedelta(seconds=settings.batch_lease_seconds),
+                )
+        for batch_id in queued_batches:
+            async with self.runtime.sessionmaker() as session, session.begin():
+                await repository.mark_batch_running(session, batch_id)
+        return claimed
+
+    @staticmethod
+    def _fail(item: Any, reason: str, detail: str, now: Any) -> None:
+        item.status = "failed"
+        item.error_code = "generation_failed"
+        item.error_detail = f"{reason}: {detail}"
+        item.finished_at = now
+        item.claimed_until = None
+        item.claim_token = None
+
+    async def _complete_touched(self) -> None:
+        """Nothing left to claim: mark finished any batch this instance worked on whose
+        last item is done. Runs after the items' own commits, so of two instances finishing
+        a batch's last items at once, the later check sees both."""
+        for batch_id in list(self._touched):
+            try:
+                async with self.runtime.sessionmaker() as session, session.begin():
+                    await repository.complete_batch_if_done(session, batch_id, utcnow())
+                    still_pending = not await repository.is_finished(session, batch_id)
+            except Exception:
+                logger.exception("checking batch %s for completion failed", batch_id)
+                continue
+            if not still_pending:
+                self._touched.discard(batch_id)
+
+    # --- working ---
+
+    async def _work_forever(self) -> None:
+        while True:
+            claimed = await self._queue.get()
+            self._busy += 1
+            try:
+                answer = await call_provider(
+                    self.runtime.provider, self.settings, claimed.kind, claimed.payload
+                )
+            except asyncio.CancelledError:
+                # Shutting down: hand the item back at once instead of waiting for the lease.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._unclaim(claimed))
+                raise
+            finally:
+                self._busy -= 1
+            self._results.put_nowait((claimed, answer))
+            self._nudge.set()
+
+    async def _record_forever(self) -> None:
+        """Record results as they come, all that are waiting in one transaction."""
+        while True:
+            first = await self._results.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            while not self._results.empty() and len(group) < RECORD_GROUP:
+                more = self._results.get_nowait()
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            try:
+                await self.record(group)  # type: ignore[arg-type]
+            except Exception:
+                logger.exception("recording %d batch results failed; one by one now", len(group))
+                for one in group:
+                    try:
+                        await self.record([one])  # type: ignore[list-item]
+                    except Exception:
+                        # The lease runs out and the item is generated again, uncharged so far.
+                        logger.exception("recording batch item %s failed", one[0].item_id)
+            self._nudge.set()
+            if stop:
+                return
+
+    async def record(self, results: list[tuple[_Claimed, ProviderResult | ProviderError]]) -> None:
+        """Charge the credit of each item that succeeded and give back the others, for the
+        items whose claim is still ours (a lease that ran out belongs to another worker)."""
+        settings = self.settings
+        now = utcnow()
+        async with self.runtime.sessionmaker() as session, session.begin():
+            items = await repository.lock_items(
+                session, [claimed.item_id for claimed, _ in results]
+            )
+            owned = []
+            for claimed, answer in results:
+                item = items.get(claimed.item_id)
+                if (
+                    item is not None
+                    and item.status == "running"
+                    and (item.claim_token == claimed.token)
+                ):
+                    owned.append((claimed, answer, item))
+            charges = [
+                Charge(
+                    item.hold_id,
+                    1,
+                    f"AI generation: {KIND_LABELS[claimed.kind.value]} (batch)",
+                    batch_id=claimed.batch_id,
+                )
+                for claimed, answer, item in owned
+                if isinstance(answer, ProviderResult)
+            ]
+            settled = await credits.settle_many(session, charges, now=now) if charges else {}
+            released = []
+            for claimed, answer, item in owned:
+                item.model = answer.model
+                item.input_tokens = answer.input_tokens
+                item.output_tokens = answer.output_tokens
+                item.claimed_until = None
+                if isinstance(answer, ProviderResult):
+                    item.latency_ms = answer.latency_ms
+                    if settled[item.hold_id].outcome is HoldOutcome.SETTLED:
+                        item.status = "succeeded"
+                        item.output = answer.output
+                        item.credits_charged = 1
+                        item.finished_at = now
+                    else:
+                        self._fail(
+                            item,
+                            "reservation_expired",
+                            "The result arrived after the credit reservation had expired.",
+                            now,
+                        )
+                elif (
+                    answer.kind is FailureKind.UNAVAILABLE
+                    and claimed.attempts < settings.batch_max_attempts
+                ):
+                    # Rate limited: back in the queue, not before the provider's Retry-After.
+                    item.status = "queued"
+                    item.claimed_by = None
+                    item.claim_token = None
+                    item.claimed_until = now + timedelta(seconds=answer.retry_after_seconds or 30)
+                else:
+                    released.append(item.hold_id)
+                    self._fail(item, answer.reason, answer.detail, now)
+                    if answer.kind is FailureKind.UNAVAILABLE:
+                        item.error_code = "provider_unavailable"
+            if released:
+                await credits.release_many(session, released, now=now)
+
+    async def _unclaim(self, claimed: _Claimed) -> None:
+        async with self.runtime.sessionmaker() as session, session.begin():
+            await repository.update_claimed_item(
+                session,
+                claimed.item_id,
+                claimed.token,
+                status="queued",
+                claimed_by=None,
+                claim_token=None,
+                claimed_until=None,
+                attempts=claimed.attempts - 1,
+            )
+
+    # --- the heartbeat ---
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.batch_heartbeat_interval_seconds)
+            try:
+                await self.heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("batch heartbeat failed; retrying")
+
+    async def heartbeat(self) -> None:
+        """Renew this instance's leases and keep alive the holds of its items and of every
+        queued item (queued items belong to no instance until claimed)."""
+        settings = self.settings
+        ttl = timedelta(seconds=settings.batch_hold_ttl_seconds)
+        async with self.runtime.sessionmaker() as session, session.begin():
+            lease_until = utcnow() + timedelta(seconds=settings.batch_lease_seconds)
+            own = await repository.renew_leases(session, self.instance_id, lease_until)
+            await credits.keep_alive(session, own, ttl=ttl, skip_locked=True)
+        async with self.runtime.sessionmaker() as session, session.begin():
+            queued = await repository.queued_item_holds(session)
+        for start in range(0, len(queued), HOLD_CHUNK):
+            async with self.runtime.sessionmaker() as session, session.begin():
+                chunk = queued[start : start + HOLD_CHUNK]
+                await credits.keep_alive(session, chunk, ttl=ttl, skip_locked=True)
+
+
+async def _sweep_interrupted_forever(runtime: GenerationRuntime) -> None:
+    while True:
+        try:
+            failed = await fail_interrupted_generations(runtime.sessionmaker)
+            if failed:
+                logger.warning("failed %d interrupted generation(s), uncharged", failed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("sweeping interrupted generations failed; retrying")
+        await asyncio.sleep(runtime.settings.hold_sweep_interval_seconds)
+
+
+@dataclass
+class GenerationStack:
+    """Generations' part of the app's lifespan."""
+
+    runtime: GenerationRuntime
+    workers: BatchWorkers
+    sweeper: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.sweeper.cancel()
+        await asyncio.gather(self.sweeper, return_exceptions=True)
+        await self.workers.stop()
+        await self.runtime.drain()
+
+
+def start_generation(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> GenerationStack:
+    runtime = GenerationRuntime(settings, sessionmaker, create_provider(settings))
+    workers = BatchWorkers(runtime)
+    workers.start()
+    sweeper = asyncio.create_task(_sweep_interrupted_forever(runtime), name="generation-sweeper")
+    return GenerationStack(runtime, workers, sweeper)
