@@ -6,6 +6,7 @@ other test's app works the batch."""
 
 import asyncio
 import os
+import re
 import sys
 import uuid
 
@@ -135,10 +136,13 @@ async def test_a_batch_survives_kill_9_of_the_server_running_it(fake_anthropic, 
                     await asyncio.sleep(0.2)
             assert (final["succeeded"], final["failed"], final["pending"]) == (40, 0, 0)
 
-            # The single generation's hold runs out; the sweep command fails it, uncharged.
+            # The single generation's hold runs out; a sweep fails it, uncharged: the sweep
+            # command, or the second instance's own sweep if it started after the hold ran
+            # out (a slow start on a busy machine), whichever comes first.
             await asyncio.sleep(6.5)
             code, output = await run_cli(url, "sweep-holds")
-            assert code == 0 and "failed 1 interrupted generation" in output, output
+            assert code == 0, output
+            assert re.search(r"failed [01] interrupted generation", output), output
             replay = await client.post(
                 "/v1/generations",
                 json=single_body,
