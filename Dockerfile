@@ -8,7 +8,8 @@ COPY app ./app
 RUN /venv/bin/pip install .
 
 FROM python:3.12-slim
-ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 ENVIRONMENT=production
+ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 ENVIRONMENT=production \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
 RUN useradd --system --uid 10001 --home /srv rankframe
 WORKDIR /srv
 COPY --from=build /venv /venv
@@ -19,4 +20,5 @@ USER rankframe
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
   CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"
-CMD ["sh", "-c", "alembic upgrade head && exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --workers ${WEB_CONCURRENCY:-4} --proxy-headers"]
+# Metrics of all workers add up in PROMETHEUS_MULTIPROC_DIR, emptied at each start.
+CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && alembic upgrade head && exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --workers ${WEB_CONCURRENCY:-4} --proxy-headers --timeout-graceful-shutdown 10"]

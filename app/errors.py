@@ -1,5 +1,6 @@
 """One error hierarchy and the one handler that renders RFC 9457 problem+json."""
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -8,8 +9,11 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
+
+logger = logging.getLogger("app.errors")
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://docs.rankframe.com/problems/"
@@ -208,8 +212,23 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else title
         return problem_response(exc.status_code, code, title, detail, headers=headers)
 
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(ConnectionError)
+    async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # The database is down, unreachable or busy: nothing was done, try again shortly.
+        logger.error("database unavailable", exc_info=exc)
+        return problem_response(
+            503,
+            "database_unavailable",
+            "The database is not answering",
+            "The service cannot reach its database right now; nothing was changed.",
+            headers={"Retry-After": "5"},
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("unexpected error", exc_info=exc)
         return problem_response(
             500, "internal_error", "Internal server error", "An unexpected error occurred."
         )
