@@ -182,14 +182,15 @@ async def start_items(
 
 
 async def update_claimed_item(
-    session: AsyncSession, item_id: int, claim_token: uuid.UUID, **values: Any
+    session: AsyncSession, item_id: int, owner_token: uuid.UUID, **values: Any
 ) -> uuid.UUID | None:
-    """Update the item if this claim still owns it (locking it); its hold, else `None`."""
+    """Update the item if the claim `owner_token` still owns it (locking it); its hold, else
+    `None`."""
     row = await session.execute(
         update(GenerationBatchItem)
         .where(
             GenerationBatchItem.id == item_id,
-            GenerationBatchItem.claim_token == claim_token,
+            GenerationBatchItem.claim_token == owner_token,
             GenerationBatchItem.status == "running",
         )
         .values(**values)

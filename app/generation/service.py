@@ -137,7 +137,7 @@ def _output_read(output: dict[str, Any] | None) -> TextOutput | SchemaOutput | N
     if output is None:
         return None
     if "schema" in output:
-        return SchemaOutput(schema=output["schema"])
+        return SchemaOutput.model_validate({"schema": output["schema"]})
     return TextOutput(text=output["text"])
 
 
@@ -192,7 +192,11 @@ async def get_generation(
 
 
 def _failure_error(failure: ProviderError, generation_id: uuid.UUID) -> AppError:
-    extra = {"generation_id": str(generation_id), "credits_charged": 0, "reason": failure.reason}
+    extra: dict[str, Any] = {
+        "generation_id": str(generation_id),
+        "credits_charged": 0,
+        "reason": failure.reason,
+    }
     if failure.kind is FailureKind.UNAVAILABLE:
         retry_after = failure.retry_after_seconds or 30
         return ProviderUnavailable(

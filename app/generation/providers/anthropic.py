@@ -184,7 +184,11 @@ class AnthropicProvider:
     async def _create(
         self, kind: GenerationKind, request: dict[str, Any], input_tokens: int, output_tokens: int
     ) -> anthropic.types.Message:
-        usage = {"model": self.model, "input_tokens": input_tokens, "output_tokens": output_tokens}
+        usage: dict[str, Any] = {
+            "model": self.model,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+        }
         try:
             return await self.client.messages.create(
                 model=self.model, max_tokens=MAX_TOKENS[kind], **request
