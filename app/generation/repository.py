@@ -243,6 +243,22 @@ async def complete_batch_if_done(session: AsyncSession, batch_id: uuid.UUID, now
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def complete_finished_batches(session: AsyncSession, now: datetime) -> int:
+    """Mark completed every active batch with no item left queued or running (a batch whose
+    last item was recorded by an instance that died before it could say so)."""
+    pending = exists().where(
+        GenerationBatchItem.batch_id == GenerationBatch.id,
+        GenerationBatchItem.status.in_(("queued", "running")),
+    )
+    result = await session.execute(
+        update(GenerationBatch)
+        .where(GenerationBatch.status.in_(ACTIVE_BATCH_STATUSES), ~pending)
+        .values(status="completed", completed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def is_finished(session: AsyncSession, batch_id: uuid.UUID) -> bool:
     """No item of the batch is queued or running."""
     pending = exists().where(

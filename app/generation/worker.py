@@ -375,6 +375,8 @@ class BatchWorkers:
             own = await repository.renew_leases(session, self.instance_id, lease_until)
             await credits.keep_alive(session, own, ttl=ttl, skip_locked=True)
         async with self.runtime.sessionmaker() as session, session.begin():
+            await repository.complete_finished_batches(session, utcnow())
+        async with self.runtime.sessionmaker() as session, session.begin():
             queued = await repository.queued_item_holds(session)
         for start in range(0, len(queued), HOLD_CHUNK):
             async with self.runtime.sessionmaker() as session, session.begin():
