@@ -32,7 +32,7 @@ class Row:
     raw: LoadResult | None
     note: str = ""
 
-    def render(self) -> str:
+    def render(self) -> str:  # noqa: D102
         ratio = (
             f"{self.service.requests_per_second / self.raw.requests_per_second:6.1%}"
             if (self.raw and self.raw.requests_per_second)
@@ -77,38 +77,73 @@ def seed_ledger(account_id: str, rows: int) -> None:
     psql(DATABASE, "ANALYZE")
 
 
-def balance_rows(service, seconds: int, connections: int) -> list[Row]:  # type: ignore[no-untyped-def]
+def balance_rows(service, seconds: int, connections: int) -> tuple[list[Row], str]:  # type: ignore[no-untyped-def]
     with admin(service) as client:
         account_id, key = new_account(client, "balance@bench.example", 1000)
-        empty_id, empty_key = new_account(client, "empty@bench.example", 0)
+        _, empty_key = new_account(client, "empty@bench.example", 0)
         big_id, big_key = new_account(client, "big@bench.example", 0)
     url = f"{service.url}/v1/balance"
     served = wrk(
         url, connections=connections, seconds=seconds, headers={"Authorization": f"Bearer {key}"}
     )
-    raw = pgbench(
-        DATABASE,
-        "SELECT available, reserved FROM credit_balance WHERE account_id = :acct;\n",
-        clients=connections,
-        seconds=seconds,
-        variables={"acct": account_id},
-    )
-    rows = [Row("GET /v1/balance (API key auth)", served, raw, "raw: single-row select")]
     empty = wrk(
         url, connections=8, seconds=seconds, headers={"Authorization": f"Bearer {empty_key}"}
     )
     seed_ledger(big_id, 1_000_000)
     big = wrk(url, connections=8, seconds=seconds, headers={"Authorization": f"Bearer {big_key}"})
-    rows.append(Row("balance, 0 ledger rows (8 clients)", empty, None))
-    rows.append(
+    rows = [
+        Row("GET /v1/balance (API key auth)", served, None, "raw: single-row select"),
+        Row("balance, 0 ledger rows (8 clients)", empty, None),
         Row(
             "balance, 1,000,000 ledger rows (8 clients)",
             big,
             None,
-            f"p50 ratio to 0 rows: {big.p50_ms / empty.p50_ms:.2f}x",
-        )
+            f"p50 {big.p50_ms / empty.p50_ms:.2f}x the 0-row figure",
+        ),
+    ]
+    return rows, account_id
+
+
+def generation_accounts(service, count: int, credits: int) -> Path:  # type: ignore[no-untyped-def]
+    """`count` funded accounts with a site each: a wrk keys file, and the `bench_account`
+    table the raw pgbench script picks from."""
+    lines, values = [], []
+    with admin(service) as client:
+        for n in range(1, count + 1):
+            account_id, key = new_account(client, f"gen{n}@bench.example", credits)
+            site = client.post(
+                "/v1/sites",
+                json={"framer_project_id": f"bench-{n}", "name": "bench"},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            site.raise_for_status()
+            site_id = site.json()["id"]
+            lookup = key.split("_")[1]
+            lines.append(f"{key} {site_id}")
+            values.append(f"({n}, '{account_id}'::uuid, '{site_id}'::uuid, '{lookup}')")
+    psql(DATABASE, "DROP TABLE IF EXISTS bench_account")
+    psql(
+        DATABASE,
+        "CREATE TABLE bench_account (n int PRIMARY KEY, account_id uuid, "
+        "site_id uuid, lookup_id text)",
     )
-    return rows
+    psql(DATABASE, "INSERT INTO bench_account VALUES " + ", ".join(values))
+    keys = Path(f"/tmp/rankframe-bench-keys-{count}.txt")
+    keys.write_text("\n".join(lines) + "\n")
+    return keys
+
+
+def account_state(account_id: str) -> tuple[int, int, int]:
+    available, reserved = psql(
+        DATABASE,
+        f"SELECT available, reserved FROM credit_balance WHERE account_id = '{account_id}'",
+    ).split("|")
+    consumed = psql(
+        DATABASE,
+        f"SELECT count(*) FROM ledger_entry WHERE account_id = '{account_id}' "
+        "AND type = 'consumption'",
+    )
+    return int(available), int(reserved), int(consumed)
 
 
 def main() -> int:
@@ -116,25 +151,114 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10, help="length of each load run")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--connections", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--accounts", type=int, default=1000, help="accounts for the cycle")
     args = parser.parse_args()
 
-    rows: list[Row] = []
-    with scratch_database(DATABASE), production_service(DATABASE, args.workers) as service:
-        with RssSampler(service) as rss:
-            rows += balance_rows(service, args.seconds, args.connections)
-        peak_rss_mib = rss.peak_kib / 1024
+    script = (Path(__file__).parent / "generation_cycle.sql").read_text()
+    lua = Path(__file__).parent / "generation.lua"
+    hot_credits = 10_000_000
+    env = {
+        "DB_POOL_SIZE": "10",
+        "STARTER_CREDITS": "0",
+        "RATE_LIMIT_GENERATIONS_PER_MINUTE": "100000000",
+        "RATE_LIMIT_GENERATIONS_BURST": "100000000",
+    }
+    with scratch_database(DATABASE):
+        # The service first (its pools would crowd PostgreSQL's 100 connections), then the
+        # same SQL raw, on the same data, in the same run.
+        with production_service(DATABASE, args.workers, **env) as service:
+            with RssSampler(service) as rss:
+                rows, balance_account = balance_rows(service, args.seconds, args.connections)
+                keys = generation_accounts(service, args.accounts, 1_000_000)
+                cycle = wrk(
+                    f"{service.url}/v1/generations",
+                    connections=args.connections,
+                    seconds=args.seconds,
+                    script=lua,
+                    env={"RF_KEYS": str(keys)},
+                )
+                hot_keys = generation_accounts_hot(service, hot_credits)
+                hot_id = hot_keys[1]
+                hot = wrk(
+                    f"{service.url}/v1/generations",
+                    connections=64,
+                    seconds=args.seconds,
+                    script=lua,
+                    env={"RF_KEYS": str(hot_keys[0])},
+                )
+            peak_rss_mib = rss.peak_kib / 1024
+        available, reserved, consumed = account_state(hot_id)
+        succeeded = hot.requests - hot.non_2xx
+        exact = (available, reserved, consumed) == (hot_credits - succeeded, 0, succeeded)
 
+        raw_balance = pgbench(
+            DATABASE,
+            "SELECT available, reserved FROM credit_balance WHERE account_id = :acct;\n",
+            clients=args.connections,
+            seconds=args.seconds,
+            variables={"acct": balance_account},
+        )
+        raw_cycle = pgbench(
+            DATABASE,
+            script,
+            clients=args.connections,
+            seconds=args.seconds,
+            variables={"accounts": str(args.accounts)},
+        )
+        psql(DATABASE, "DELETE FROM bench_account WHERE n <> 1")
+        psql(
+            DATABASE,
+            f"UPDATE bench_account SET account_id = '{hot_id}'::uuid, site_id = "
+            f"(SELECT id FROM site WHERE account_id = '{hot_id}'::uuid)",
+        )
+        raw_hot = pgbench(
+            DATABASE, script, clients=64, seconds=args.seconds, variables={"accounts": "1"}
+        )
+
+    rows[0].raw = raw_balance
+    rows.append(
+        Row(
+            f"generation cycle, {args.accounts} accounts",
+            cycle,
+            raw_cycle,
+            f"non-2xx: {cycle.non_2xx}",
+        )
+    )
+    rows.append(
+        Row(
+            "generation cycle, one hot account (64 clients)",
+            hot,
+            raw_hot,
+            f"final balance exact: {exact} ({available} available, {reserved} held, "
+            f"{consumed} charged for {succeeded} successes)",
+        )
+    )
     print()
     print(
-        f"PostgreSQL, {args.workers} uvicorn workers, wrk and pgbench with "
-        f"{args.connections} connections, {args.seconds} s per run, on this machine"
+        f"PostgreSQL, {args.workers} uvicorn workers (offline provider: zero latency), "
+        f"wrk and pgbench on loopback, {args.connections} clients unless noted, "
+        f"{args.seconds} s per run"
     )
-    print("| scenario | service /s | p50 ms | p99 ms | raw /s | service/raw | note")
+    print("| scenario | service /s | p50 ms | p99 ms | raw /s | service/raw | note |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(row.render())
     print(f"\npeak worker RSS: {peak_rss_mib:.1f} MiB")
-    return 0
+    return 0 if exact else 1
+
+
+def generation_accounts_hot(service, credits: int) -> tuple[Path, str]:  # type: ignore[no-untyped-def]
+    with admin(service) as client:
+        account_id, key = new_account(client, "hot@bench.example", credits)
+        site = client.post(
+            "/v1/sites",
+            json={"framer_project_id": "bench-hot", "name": "hot"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        site.raise_for_status()
+    keys = Path("/tmp/rankframe-bench-keys-hot.txt")
+    keys.write_text(f"{key} {site.json()['id']}\n")
+    return keys, account_id
 
 
 if __name__ == "__main__":

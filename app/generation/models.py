@@ -83,6 +83,12 @@ class GenerationBatch(Base):
             "status IN ('queued', 'running', 'completed', 'canceled')", name="status_known"
         ),
         CheckConstraint("total > 0", name="total_positive"),
+        Index(
+            "ix_generation_batch_active",
+            "created_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -182,10 +182,10 @@ async def start_items(
 
 
 async def update_claimed_item(
-    session: AsyncSession, item_id: int, owner_token: uuid.UUID, /, **values: Any
+    session: AsyncSession, item_id: int, owner_token: uuid.UUID, **values: Any
 ) -> uuid.UUID | None:
     """Update the item if the claim `owner_token` still owns it (locking it); its hold, else
-    `None`. `values` may reset the item's own `claim_token`."""
+    `None`."""
     row = await session.execute(
         update(GenerationBatchItem)
         .where(
@@ -241,6 +241,22 @@ async def complete_batch_if_done(session: AsyncSession, batch_id: uuid.UUID, now
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def complete_finished_batches(session: AsyncSession, now: datetime) -> int:
+    """Mark completed every active batch with no item left queued or running (a batch whose
+    last item was recorded by an instance that died before it could say so)."""
+    pending = exists().where(
+        GenerationBatchItem.batch_id == GenerationBatch.id,
+        GenerationBatchItem.status.in_(("queued", "running")),
+    )
+    result = await session.execute(
+        update(GenerationBatch)
+        .where(GenerationBatch.status.in_(ACTIVE_BATCH_STATUSES), ~pending)
+        .values(status="completed", completed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def is_finished(session: AsyncSession, batch_id: uuid.UUID) -> bool:

@@ -113,10 +113,11 @@ class BatchWorkers:
 
     async def _claim_forever(self) -> None:
         while True:
+            # Cleared before looking, so a nudge from now on wakes the wait below (and a wait
+            # on a set event would return at once, without yielding: a busy loop).
+            self._nudge.clear()
             wanted = min(self.concurrency, 2 * self.concurrency - self._busy - self._queue.qsize())
-            got = 0
             if wanted > 0:
-                self._nudge.clear()
                 try:
                     claimed = await self.claim(wanted)
                 except asyncio.CancelledError:
@@ -124,16 +125,15 @@ class BatchWorkers:
                 except Exception:
                     logger.exception("claiming batch items failed; retrying")
                     claimed = []
-                got = len(claimed)
                 for item in claimed:
                     self._queue.put_nowait(item)
-                if got == wanted:
+                if len(claimed) == wanted:
                     continue
                 await self._complete_touched()
+            # `asyncio.timeout`, not `wait_for`: on 3.11 `wait_for` can swallow a cancel.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._nudge.wait(), self.settings.batch_poll_interval_seconds
-                )
+                async with asyncio.timeout(self.settings.batch_poll_interval_seconds):
+                    await self._nudge.wait()
 
     async def claim(self, limit: int) -> list[_Claimed]:
         """Claim up to `limit` items in one short transaction. Items that need no work (of a
@@ -374,6 +374,8 @@ class BatchWorkers:
             lease_until = utcnow() + timedelta(seconds=settings.batch_lease_seconds)
             own = await repository.renew_leases(session, self.instance_id, lease_until)
             await credits.keep_alive(session, own, ttl=ttl, skip_locked=True)
+        async with self.runtime.sessionmaker() as session, session.begin():
+            await repository.complete_finished_batches(session, utcnow())
         async with self.runtime.sessionmaker() as session, session.begin():
             queued = await repository.queued_item_holds(session)
         for start in range(0, len(queued), HOLD_CHUNK):

@@ -101,6 +101,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_generation_batch")),
     )
     op.create_index(op.f("ix_generation_batch_account_id"), "generation_batch", ["account_id"])
+    op.create_index(
+        "ix_generation_batch_active",
+        "generation_batch",
+        ["created_at"],
+        postgresql_where=PENDING,
+        sqlite_where=PENDING,
+    )
 
     op.create_table(
         "generation_batch_item",
@@ -162,6 +169,12 @@ def downgrade() -> None:
         sqlite_where=PENDING,
     )
     op.drop_table("generation_batch_item")
+    op.drop_index(
+        "ix_generation_batch_active",
+        table_name="generation_batch",
+        postgresql_where=PENDING,
+        sqlite_where=PENDING,
+    )
     op.drop_index(op.f("ix_generation_batch_account_id"), table_name="generation_batch")
     op.drop_table("generation_batch")
     op.drop_index(

@@ -36,7 +36,7 @@ from tests.fakes.anthropic_server import FakeAnthropic
 FAST = {
     "starter_credits": 0,
     "anthropic_api_key": "sk-ant-test",
-    "anthropic_timeout_seconds": 0.5,
+    "anthropic_timeout_seconds": 1.0,
     "anthropic_max_retries": 2,
     "generation_timeout_seconds": 20.0,
     "hold_ttl_seconds": 60,

@@ -4,6 +4,9 @@ import asyncio
 import json
 import uuid
 
+from sqlalchemy import update
+
+from app.generation.models import GenerationBatch
 from tests.generation.conftest import (
     assert_reconciles,
     balance_of,
@@ -205,3 +208,25 @@ async def test_another_accounts_batch_is_not_found(gen_client):
     ):
         response = await gen_client.request(method, path, headers=stranger.auth)
         assert response.status_code == 404, (path, response.text)
+
+
+async def test_a_batch_whose_last_item_was_recorded_by_a_dead_instance_still_completes(
+    gen_client, gen_sessionmaker
+):
+    who = await customer(gen_client, 2)
+    created = await gen_client.post(
+        "/v1/generation-batches",
+        json={"kind": "meta_title", "site_id": who.site_id, "items": [{"page_content": "A."}]},
+        headers=who.auth,
+    )
+    batch_id = created.json()["id"]
+    await wait_for(gen_client, who, batch_id, lambda b: b["status"] == "completed")
+    # As if the instance that recorded the last item died before marking the batch done:
+    async with gen_sessionmaker() as session, session.begin():
+        await session.execute(
+            update(GenerationBatch)
+            .where(GenerationBatch.id == uuid.UUID(batch_id))
+            .values(status="running", completed_at=None)
+        )
+    final = await wait_for(gen_client, who, batch_id, lambda b: b["status"] == "completed")
+    assert final["completed_at"] is not None and final["succeeded"] == 1

@@ -61,7 +61,7 @@ FAILURES = [
      "upstream_error", 3),
     ("overloaded", "meta_description", "fake:status=529", 503, "provider_unavailable",
      "overloaded", 3),
-    ("timeout", "meta_title", "fake:sleep=2", 502, "generation_failed", "timeout", 3),
+    ("timeout", "meta_title", "fake:sleep=1.6", 502, "generation_failed", "timeout", 3),
     ("over-long output twice", "meta_description", "fake:long", 502, "generation_failed",
      "output_too_long", 2),
     ("invalid schema JSON twice", "schema", "fake:badjson", 502, "generation_failed",
@@ -231,7 +231,7 @@ async def test_a_client_that_disconnects_still_gets_its_generation_on_retry(
 ):
     who = await customer(gen_client, 3)
     headers = {**who.auth, "Idempotency-Key": uuid.uuid4().hex}
-    body = meta_title(who.site_id, f"{PAGE} fake:latency=0.5")
+    body = meta_title(who.site_id, f"{PAGE} fake:latency=0.4")
     request = asyncio.create_task(gen_client.post("/v1/generations", json=body, headers=headers))
     await asyncio.sleep(0.2)
     request.cancel()  # the client hangs up mid-generation
