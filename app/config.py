@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     hold_sweep_interval_seconds: float = Field(default=15.0, gt=0)
     """How often the in-app sweeper looks for expired holds."""
     db_pool_size: int = Field(default=10, ge=1)
+    db_pool_pre_ping: bool = True
+    """Test each pooled PostgreSQL connection before use (one round trip per checkout)."""
     log_level: str = "INFO"
     cors_allow_localhost: bool = False
     """Development only: also allow `http://localhost:*` and `http://127.0.0.1:*` origins."""
@@ -49,6 +51,10 @@ class Settings(BaseSettings):
     rate_limit_generations_burst: int = Field(default=60, ge=1)
     rate_limit_purchases_per_minute: int = Field(default=10, ge=1)
     rate_limit_purchases_burst: int = Field(default=5, ge=1)
+    polar_timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long a Polar API call may take before a purchase intent fails with 502."""
+    balance_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    """How often the live balance stream sends a heartbeat comment to keep proxies open."""
 
     @model_validator(mode="after")
     def _refuse_weak_admin_token_in_production(self) -> "Settings":

@@ -74,7 +74,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.db_pool_pre_ping,
         connect_args={"timeout": 10},
     )
 
@@ -94,17 +94,35 @@ def _serialize_sqlite_writes(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for single-statement reads (authentication, the balance badge): autocommit,
+    so no BEGIN/COMMIT round trips and, on SQLite, no write lock."""
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"),
+        expire_on_commit=False,
+        autoflush=False,
+    )
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The unit of work of one request: committed when the endpoint returns, else rolled back."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session, session.begin():
+        yield session
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """An autocommit session for an endpoint that only reads, one statement at a time."""
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
+    async with sessionmaker() as session:
         yield session
 
 
@@ -116,6 +134,7 @@ def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
 
 # `scope="function"` commits before the response is sent, so a 2xx means committed.
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSession = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 SessionMaker = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 
 

@@ -12,13 +12,16 @@ from fastapi.routing import APIRoute
 
 from app.accounts.router import router as accounts_router
 from app.config import Settings, get_settings
+from app.credits.events import balance_events
 from app.credits.router import router as credits_router
 from app.credits.sweeper import sweep_forever
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_handlers
 from app.health import router as health_router
 from app.limits import BodySizeLimitMiddleware, TokenBucketLimiter
 from app.observability import RequestContextMiddleware, configure_logging
+from app.payments.polar import polar_client
+from app.payments.router import router as payments_router
 
 logger = logging.getLogger("app")
 
@@ -43,11 +46,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_read_sessionmaker(engine)
         sweeper = asyncio.create_task(
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )
         try:
-            yield
+            async with (
+                balance_events(settings) as app.state.balance_broadcaster,
+                polar_client(settings) as app.state.polar,
+            ):
+                yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -82,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(accounts_router)
     app.include_router(credits_router)
+    app.include_router(payments_router)
     _register_problem_schemas(app)
     return app
 

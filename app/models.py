@@ -4,6 +4,7 @@ from app.accounts.models import Account, ApiKey, Site
 from app.credits.models import CreditBalance, CreditHold, LedgerEntry
 from app.db import Base
 from app.idempotency import IdempotencyRecord
+from app.payments.models import PurchaseIntent, WebhookEvent
 
 __all__ = [
     "Account",
@@ -13,5 +14,7 @@ __all__ = [
     "CreditHold",
     "IdempotencyRecord",
     "LedgerEntry",
+    "PurchaseIntent",
     "Site",
+    "WebhookEvent",
 ]

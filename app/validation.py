@@ -6,8 +6,9 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 
 def _storable(value: str) -> str:
-    """Text both databases store as sent: PostgreSQL refuses NUL characters and neither
-    database can encode a lone UTF-16 surrogate (JSON allows both as `\\u` escapes)."""
+    """Text both databases store as sent: PostgreSQL refuses NUL characters (refused here,
+    as the schema's pattern says) and no database can encode a lone UTF-16 surrogate (JSON
+    bodies with one are refused by the parser already; this covers other inputs)."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     try:
@@ -20,7 +21,7 @@ def _storable(value: str) -> str:
 StoredText = Annotated[
     str,
     AfterValidator(_storable),
-    Field(json_schema_extra={"pattern": "^[^\\u0000\\ud800-\\udfff]*$"}),
+    Field(json_schema_extra={"pattern": "^[^\\u0000]*$"}),
 ]
 """A string a client sends that will be stored or echoed: no NUL, no lone surrogates."""
 

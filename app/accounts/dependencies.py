@@ -34,11 +34,11 @@ async def current_account(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Account:
-    """The account whose API key authorised the request, read in its own short transaction
-    (so an endpoint that calls a model holds no database connection meanwhile)."""
+    """The account whose API key authorised the request: one autocommit read on a connection
+    given back at once (so an endpoint that calls a model holds no connection meanwhile)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send `Authorization: Bearer <api key>`.", headers=_CHALLENGE)
-    async with request.app.state.sessionmaker() as session, session.begin():
+    async with request.app.state.read_sessionmaker() as session:
         account = await service.authenticate(session, credentials.credentials)
     if account is None:
         raise Unauthorized("The API key is unknown or revoked.", headers=_CHALLENGE)

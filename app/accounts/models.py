@@ -24,7 +24,7 @@ class Account(Base):
     """trialing, active, past_due, canceled or expired."""
     current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
-    polar_subscription_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    polar_subscription_id: Mapped[str | None] = mapped_column(String(100), index=True, default=None)
     subscription_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     """Newest provider timestamp applied; an older event never overwrites a newer state."""
     first_site_connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -22,6 +22,8 @@ from app.accounts.service import EmailTaken, NewApiKey
 from app.credits.views import balance_snapshot
 from app.db import Session, utcnow
 from app.errors import NotFound, Unauthorized, problem_responses
+from app.payments import service as payments
+from app.payments.schemas import PurchaseReviewRead
 
 router = APIRouter()
 
@@ -90,6 +92,18 @@ async def get_account(account_id: uuid.UUID, session: Session, _: AdminAccess) -
         **account_read(account).model_dump(),
         balance=await balance_snapshot(session, account),
         api_keys=[api_key_read(k) for k in keys],
+        purchases_needing_review=[
+            PurchaseReviewRead(
+                purchase_intent_id=intent.id,
+                package_id=intent.package_id,
+                credits=intent.credits,
+                price_cents=intent.price_cents,
+                polar_order_id=intent.polar_order_id,
+                completed_at=intent.completed_at,
+                reason=intent.review_reason or "",
+            )
+            for intent in await payments.intents_needing_review(session, account_id)
+        ],
     )
 
 

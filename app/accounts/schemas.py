@@ -5,6 +5,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.accounts.models import SubscriptionStatus
 from app.credits.schemas import BalanceRead
+from app.payments.schemas import PurchaseReviewRead
 from app.validation import FilledText
 
 
@@ -95,3 +96,5 @@ class AdminAccountRead(AccountRead):
 
     balance: BalanceRead
     api_keys: list[ApiKeyRead]
+    purchases_needing_review: list[PurchaseReviewRead]
+    """Paid purchases credited against a rule (a second first-time offer): support decides."""

@@ -235,3 +235,57 @@ async def remove_site(session: AsyncSession, account_id: uuid.UUID, site_id: uui
     site = await get_site(session, account_id, site_id)
     site.deleted_at = utcnow()
     await session.flush()
+
+
+@dataclass(frozen=True)
+class SubscriptionChange:
+    """A subscription's state as the billing provider reported it at `observed_at`."""
+
+    observed_at: datetime
+    """The provider's modification time of this state; older states never win."""
+    polar_subscription_id: str
+    status: str | None
+    """One of the contract's statuses, or None to keep the current one."""
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    trial_ends_at: datetime | None = None
+
+
+async def apply_subscription_change(
+    session: AsyncSession, account_id: uuid.UUID, change: SubscriptionChange
+) -> bool:
+    """Record the subscription's state unless a newer one was already recorded.
+
+    Events arrive retried, duplicated and out of order, so the provider's own timestamp
+    decides: a state observed before the one stored changes nothing. Lapsing freezes the
+    balance (see `is_usable`), renewing unfreezes the same balance; nothing here touches
+    credits. Returns whether anything changed."""
+    account = await lock_account(session, account_id)
+    if (
+        account.subscription_updated_at is not None
+        and change.observed_at < account.subscription_updated_at
+    ):
+        return False
+    if change.status is not None:
+        account.subscription_status = change.status
+    account.polar_subscription_id = change.polar_subscription_id
+    account.current_period_end = change.current_period_end
+    account.cancel_at_period_end = change.cancel_at_period_end
+    if change.trial_ends_at is not None:
+        account.trial_ends_at = change.trial_ends_at
+    account.subscription_updated_at = change.observed_at
+    await session.flush()
+    # `usable` is part of the balance badge: live clients should hear about it.
+    credits.mark_balance_changed(session, account_id)
+    return True
+
+
+async def find_account_by_subscription(
+    session: AsyncSession, polar_subscription_id: str
+) -> Account | None:
+    statement = select(Account).where(Account.polar_subscription_id == polar_subscription_id)
+    return (await session.execute(statement.limit(1))).scalar_one_or_none()
+
+
+async def account_exists(session: AsyncSession, account_id: uuid.UUID) -> bool:
+    return await session.get(Account, account_id) is not None

@@ -225,3 +225,12 @@ async def broken_chain_counts(session: AsyncSession) -> dict[uuid.UUID, int]:
         .group_by(running.c.account_id)
     )
     return {row[0]: row[1] for row in (await session.execute(statement)).all()}
+
+
+async def entry_for_order(
+    session: AsyncSession, type_: str, polar_order_id: str
+) -> LedgerEntry | None:
+    statement = select(LedgerEntry).where(
+        LedgerEntry.type == type_, LedgerEntry.polar_order_id == polar_order_id
+    )
+    return (await session.execute(statement.limit(1))).scalar_one_or_none()

@@ -1,13 +1,16 @@
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app import idempotency
 from app.accounts import service as accounts
-from app.accounts.dependencies import AdminAccess, CurrentAccount
+from app.accounts.dependencies import AdminAccess, AppSettings, CurrentAccount
 from app.credits import service
+from app.credits.events import BalanceBroadcaster
 from app.credits.schemas import (
     AdjustmentCreate,
     BalanceRead,
@@ -18,12 +21,14 @@ from app.credits.schemas import (
 )
 from app.credits.service import InsufficientCreditsToTake
 from app.credits.views import CURSOR_PATTERN, balance_snapshot, ledger_page
-from app.db import Session
+from app.db import ReadSession, Session
 from app.errors import IdempotencyKeyReused, NotFound, Unauthorized, problem_responses
 from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
 from app.payments import packages
 
 router = APIRouter()
+
+STREAM_POLL_SECONDS = 1.0
 
 LedgerLimit = Annotated[int, Query(ge=1, le=200, description="Entries per page.")]
 LedgerCursor = Annotated[
@@ -46,10 +51,54 @@ IdempotencyKey = Annotated[
     tags=["balance"],
     responses=problem_responses(Unauthorized),
 )
-async def get_balance(account: CurrentAccount, session: Session, response: Response) -> BalanceRead:
+async def get_balance(
+    account: CurrentAccount, session: ReadSession, response: Response
+) -> BalanceRead:
     """The account's credit balance and badge text; never cached."""
     response.headers["Cache-Control"] = "no-store"
     return await balance_snapshot(session, account)
+
+
+@router.get(
+    "/v1/balance/events",
+    tags=["balance"],
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "`event: balance` with a `BalanceRead` body on connect and after "
+            "every change (its `data` is the JSON of `GET /v1/balance`); `: heartbeat` "
+            "comments in between.",
+        },
+        **problem_responses(Unauthorized),
+    },
+)
+async def stream_balance(
+    account: CurrentAccount, request: Request, settings: AppSettings
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: the balance on connect and within a second of every change
+    (purchases, generations, adjustments, refunds), from any server instance."""
+    broadcaster: BalanceBroadcaster = request.app.state.balance_broadcaster
+    sessionmaker = request.app.state.sessionmaker
+    # Subscribe before the first read, so no change can fall between the two.
+    with broadcaster.subscribe(account.id) as subscription:
+        while True:
+            async with sessionmaker() as session, session.begin():
+                current = await accounts.get_account(session, account.id)
+                snapshot = await balance_snapshot(session, current)
+            yield ServerSentEvent(event="balance", data=snapshot)
+            quiet_for = 0.0
+            while True:
+                # Wake at least every second to notice a client that went away (a write
+                # would only fail at the next heartbeat, holding the stream open till then).
+                slice_seconds = min(STREAM_POLL_SECONDS, settings.balance_heartbeat_seconds)
+                if await subscription.wait(slice_seconds):
+                    break
+                if await request.is_disconnected():
+                    return
+                quiet_for += slice_seconds
+                if quiet_for >= settings.balance_heartbeat_seconds:
+                    quiet_for = 0.0
+                    yield ServerSentEvent(comment="heartbeat")
 
 
 @router.get(

@@ -411,6 +411,13 @@ async def has_purchased(session: AsyncSession, account_id: uuid.UUID) -> bool:
     return await repository.has_entry_of_type(session, account_id, "purchase")
 
 
+async def entry_for_order(
+    session: AsyncSession, type: str, polar_order_id: str
+) -> LedgerEntry | None:
+    """The `purchase` or `refund_reversal` entry of a Polar order (at most one each)."""
+    return await repository.entry_for_order(session, type, polar_order_id)
+
+
 async def find_mismatches(session: AsyncSession) -> list[Mismatch]:
     """Every account whose stored balance disagrees with its ledger or its open holds."""
     broken = await repository.broken_chain_counts(session)

@@ -8,13 +8,34 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import ADMIN_TOKEN
+from tests.fakes.polar_server import running_fake_polar
+from tests.payments.conftest import PRODUCTS
+from tests.polar_webhooks import SECRET
 from tests.servers import running_servers
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 def test_schemathesis_finds_no_failures(postgres_database, capsys):
-    with running_servers(postgres_database.url, 1) as (server,):
+    """Every operation, with payments wired to the stand-in Polar API (so purchase intents
+    are really created) and the webhook secret set (so unsigned deliveries are refused)."""
+    with (
+        running_fake_polar() as polar,
+        running_servers(
+            postgres_database.url,
+            1,
+            POLAR_ACCESS_TOKEN="polar_oat_fuzz",
+            POLAR_SERVER_URL=polar.url,
+            POLAR_WEBHOOK_SECRET=SECRET,
+            POLAR_PRODUCT_FIRST_TIME=PRODUCTS["first_time"],
+            POLAR_PRODUCT_REFILL=PRODUCTS["refill"],
+            POLAR_PRODUCT_SMALL=PRODUCTS["small"],
+            RATE_LIMIT_PURCHASES_PER_MINUTE="100000",
+            RATE_LIMIT_PURCHASES_BURST="100000",
+            RATE_LIMIT_GENERATIONS_PER_MINUTE="100000",
+            RATE_LIMIT_GENERATIONS_BURST="100000",
+        ) as (server,),
+    ):
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         created = httpx.post(
             f"{server.url}/v1/admin/accounts", json={"email": "fuzz@example.com"}, headers=admin

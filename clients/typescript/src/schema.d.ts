@@ -234,6 +234,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/balance/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stream Balance
+         * @description Server-Sent Events: the balance on connect and within a second of every change
+         *     (purchases, generations, adjustments, refunds), from any server instance.
+         */
+        get: operations["stream_balance"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/ledger": {
         parameters: {
             query?: never;
@@ -311,6 +332,88 @@ export interface paths {
         get: operations["list_account_ledger"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/credit-packages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Credit Packages
+         * @description The credit packages, and whether this account can buy each one now.
+         */
+        get: operations["list_credit_packages"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/purchase-intents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Purchase Intent
+         * @description Open a Polar checkout for a credit package; pay at `checkout_url`. The credits arrive
+         *     when Polar confirms the payment.
+         */
+        post: operations["create_purchase_intent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/purchase-intents/{intent_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Purchase Intent
+         * @description One of the account's purchase intents: `open`, `completed`, `expired` or `refunded`.
+         */
+        get: operations["get_purchase_intent"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/polar": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Receive Polar Webhook
+         * @description Polar's Standard Webhooks deliveries. Verified on the raw body; each `webhook-id` is
+         *     handled once (a repeat answers 202 and does nothing).
+         */
+        post: operations["receive_polar_webhook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -399,6 +502,8 @@ export interface components {
             balance: components["schemas"]["BalanceRead"];
             /** Api Keys */
             api_keys: components["schemas"]["ApiKeyRead"][];
+            /** Purchases Needing Review */
+            purchases_needing_review: components["schemas"]["PurchaseReviewRead"][];
         };
         /** ApiKeyCreated */
         ApiKeyCreated: {
@@ -469,6 +574,36 @@ export interface components {
              */
             as_of: string;
         };
+        /** CreditPackageList */
+        CreditPackageList: {
+            /** Packages */
+            packages: components["schemas"]["CreditPackageRead"][];
+        };
+        /** CreditPackageRead */
+        CreditPackageRead: {
+            /**
+             * Id
+             * @enum {string}
+             */
+            id: "first_time" | "refill" | "small";
+            /** Name */
+            name: string;
+            /** Credits */
+            credits: number;
+            /** Price Cents */
+            price_cents: number;
+            /**
+             * Currency
+             * @constant
+             */
+            currency: "usd";
+            /** Price Per Credit */
+            price_per_credit: string;
+            /** Available */
+            available: boolean;
+            /** Unavailable Reason */
+            unavailable_reason: ("first_time_offer_used" | "subscription_inactive" | "payments_not_configured") | null;
+        };
         /** EstimateCredits */
         EstimateCredits: {
             /** Meta Titles */
@@ -533,6 +668,83 @@ export interface components {
             next_cursor: string | null;
         };
         /**
+         * PurchaseIntentCreate
+         * @example {
+         *       "package_id": "first_time",
+         *       "success_url": "https://example.com/thanks"
+         *     }
+         */
+        PurchaseIntentCreate: {
+            /**
+             * Package Id
+             * @enum {string}
+             */
+            package_id: "first_time" | "refill" | "small";
+            /** Success Url */
+            success_url?: string | null;
+        };
+        /** PurchaseIntentRead */
+        PurchaseIntentRead: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Package Id
+             * @enum {string}
+             */
+            package_id: "first_time" | "refill" | "small";
+            /** Credits */
+            credits: number;
+            /** Price Cents */
+            price_cents: number;
+            /**
+             * Currency
+             * @constant
+             */
+            currency: "usd";
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "open" | "completed" | "expired" | "refunded";
+            /** Checkout Url */
+            checkout_url: string | null;
+            /** Expires At */
+            expires_at: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Completed At */
+            completed_at: string | null;
+        };
+        /**
+         * PurchaseReviewRead
+         * @description A paid purchase that was credited but breaks a rule; support decides what to do.
+         */
+        PurchaseReviewRead: {
+            /**
+             * Purchase Intent Id
+             * Format: uuid
+             */
+            purchase_intent_id: string;
+            /** Package Id */
+            package_id: string;
+            /** Credits */
+            credits: number;
+            /** Price Cents */
+            price_cents: number;
+            /** Polar Order Id */
+            polar_order_id: string | null;
+            /** Completed At */
+            completed_at: string | null;
+            /** Reason */
+            reason: string;
+        };
+        /**
          * SiteCreate
          * @example {
          *       "framer_project_id": "xYz123",
@@ -585,6 +797,17 @@ export interface components {
             current_period_end: string | null;
             /** Cancel At Period End */
             cancel_at_period_end: boolean;
+        };
+        /** WebhookAck */
+        WebhookAck: {
+            /**
+             * Received
+             * @default true
+             * @constant
+             */
+            received: true;
+            /** Duplicate */
+            duplicate: boolean;
         };
         /**
          * Problem
@@ -1131,6 +1354,35 @@ export interface operations {
             };
         };
     };
+    stream_balance: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `event: balance` with a `BalanceRead` body on connect and after every change (its `data` is the JSON of `GET /v1/balance`); `: heartbeat` comments in between. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": unknown;
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     list_ledger: {
         parameters: {
             query?: {
@@ -1334,6 +1586,230 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    list_credit_packages: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreditPackageList"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_purchase_intent: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description A unique key per intended purchase; a retry with it returns the same intent. */
+                "Idempotency-Key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PurchaseIntentCreate"];
+            };
+        };
+        responses: {
+            /** @description The account's open first-time checkout, instead of a second one */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PurchaseIntentRead"];
+                };
+            };
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PurchaseIntentRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `subscription_inactive` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: `first_time_offer_unavailable`, `purchase_in_progress`, `idempotency_key_reused`, `idempotent_request_in_progress` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+            /** @description Too Many Requests: `rate_limited` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Bad Gateway: `payment_provider_error` */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable: `service_not_configured` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_purchase_intent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                intent_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PurchaseIntentRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    receive_polar_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookAck"];
+                };
+            };
+            /** @description Bad Request: `invalid_payload` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden: `invalid_signature` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };

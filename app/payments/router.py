@@ -1,0 +1,198 @@
+import uuid
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse
+
+from app import idempotency
+from app.accounts.dependencies import AppSettings, CurrentAccount
+from app.accounts.service import SubscriptionInactive
+from app.db import Session, SessionMaker
+from app.errors import IdempotencyKeyReused, NotFound, Unauthorized, problem_responses
+from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
+from app.limits import PayloadTooLarge, RateLimited, rate_limit
+from app.payments import service, webhooks
+from app.payments.models import PurchaseIntent
+from app.payments.polar import PaymentProviderError, create_checkout
+from app.payments.schemas import (
+    CreditPackageList,
+    CreditPackageRead,
+    PurchaseIntentCreate,
+    PurchaseIntentRead,
+    WebhookAck,
+)
+from app.payments.service import (
+    FirstTimeOfferUnavailable,
+    PaymentsNotConfigured,
+    PurchaseInProgress,
+)
+from app.payments.webhooks import InvalidSignature, InvalidWebhookPayload
+
+router = APIRouter()
+
+OptionalIdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        description="A unique key per intended purchase; a retry with it returns the same intent.",
+    ),
+]
+
+
+if TYPE_CHECKING:
+    from polar.v2026_10 import PolarAsync
+
+
+def get_polar(request: Request) -> Any:
+    """The app's Polar client (None when `POLAR_ACCESS_TOKEN` is not set)."""
+    client: PolarAsync | None = request.app.state.polar
+    return client
+
+
+PolarClient = Annotated[Any, Depends(get_polar)]
+
+
+def intent_read(intent: PurchaseIntent) -> PurchaseIntentRead:
+    return PurchaseIntentRead.model_validate(intent, from_attributes=True)
+
+
+@router.get("/v1/credit-packages", tags=["purchases"], responses=problem_responses(Unauthorized))
+async def list_credit_packages(
+    account: CurrentAccount, session: Session, settings: AppSettings
+) -> CreditPackageList:
+    """The credit packages, and whether this account can buy each one now."""
+    offers = await service.list_offers(session, settings, account)
+    return CreditPackageList(
+        packages=[
+            CreditPackageRead(
+                id=offer.package.id,  # type: ignore[arg-type]
+                name=offer.package.name,
+                credits=offer.package.credits,
+                price_cents=offer.package.price_cents,
+                currency="usd",
+                price_per_credit=offer.package.price_per_credit,
+                available=offer.available,
+                unavailable_reason=offer.unavailable_reason,  # type: ignore[arg-type]
+            )
+            for offer in offers
+        ]
+    )
+
+
+@router.post(
+    "/v1/purchase-intents",
+    tags=["purchases"],
+    status_code=201,
+    dependencies=[Depends(rate_limit("purchases"))],
+    responses={
+        200: {
+            "model": PurchaseIntentRead,
+            "description": "The account's open first-time checkout, instead of a second one",
+        },
+        **problem_responses(
+            Unauthorized,
+            SubscriptionInactive,
+            FirstTimeOfferUnavailable,
+            PurchaseInProgress,
+            IdempotencyKeyReused,
+            IdempotentRequestInProgress,
+            RateLimited,
+            PaymentProviderError,
+            PaymentsNotConfigured,
+        ),
+    },
+)
+async def create_purchase_intent(
+    body: PurchaseIntentCreate,
+    account: CurrentAccount,
+    sessionmaker: SessionMaker,
+    settings: AppSettings,
+    polar: PolarClient,
+    response: Response,
+    idempotency_key: OptionalIdempotencyKey = None,
+) -> PurchaseIntentRead:
+    """Open a Polar checkout for a credit package; pay at `checkout_url`. The credits arrive
+    when Polar confirms the payment."""
+    success_url = str(body.success_url) if body.success_url else None
+    scope = f"account:{account.id}"
+    fingerprint = idempotency.fingerprint(
+        "POST", "/v1/purchase-intents", body.model_dump(mode="json")
+    )
+    # 1. Check the rules and reserve a pending intent (short transaction).
+    async with sessionmaker() as session, session.begin():
+        claim: idempotency.Claim | None = None
+        if idempotency_key is not None:
+            claimed = await idempotency.claim(session, scope, idempotency_key, fingerprint)
+            if isinstance(claimed, idempotency.Replay):
+                return JSONResponse(claimed.body, status_code=claimed.status_code)  # type: ignore[return-value]
+            if isinstance(claimed, idempotency.InProgress):
+                raise IdempotentRequestInProgress("Retry shortly.", headers={"Retry-After": "1"})
+            claim = claimed
+        started = await service.start_purchase(
+            session, settings, account.id, body.package_id, success_url=success_url
+        )
+        if isinstance(started, service.Existing):
+            result = intent_read(started.intent)
+            if claim is not None:
+                await idempotency.complete(session, claim, 200, result.model_dump(mode="json"))
+            response.status_code = 200
+            return result
+    # 2. Ask Polar for the checkout, holding no transaction or connection.
+    assert polar is not None  # start_purchase refuses when payments are not configured
+    try:
+        checkout = await create_checkout(
+            polar,
+            product_id=started.product_id,
+            account_id=account.id,
+            purchase_intent_id=started.intent.id,
+            package_id=started.intent.package_id,
+            success_url=success_url,
+            timeout_seconds=settings.polar_timeout_seconds,
+        )
+    except PaymentProviderError:
+        # 3a. Leave nothing half-made: no intent, and the key may be retried.
+        async with sessionmaker() as session, session.begin():
+            await service.discard_pending(session, started.intent.id)
+            if claim is not None:
+                await idempotency.abandon(session, claim)
+        raise
+    # 3b. Show the intent with its checkout.
+    async with sessionmaker() as session, session.begin():
+        intent = await service.open_checkout(session, started.intent.id, checkout)
+        result = intent_read(intent)
+        if claim is not None:
+            await idempotency.complete(session, claim, 201, result.model_dump(mode="json"))
+    return result
+
+
+@router.get(
+    "/v1/purchase-intents/{intent_id}",
+    tags=["purchases"],
+    responses=problem_responses(Unauthorized, NotFound),
+)
+async def get_purchase_intent(
+    intent_id: uuid.UUID, account: CurrentAccount, session: Session
+) -> PurchaseIntentRead:
+    """One of the account's purchase intents: `open`, `completed`, `expired` or `refunded`."""
+    return intent_read(await service.get_intent(session, account.id, intent_id))
+
+
+@router.post(
+    "/v1/webhooks/polar",
+    tags=["webhooks"],
+    status_code=202,
+    responses=problem_responses(InvalidWebhookPayload, InvalidSignature, PayloadTooLarge),
+)
+async def receive_polar_webhook(
+    request: Request, sessionmaker: SessionMaker, settings: AppSettings
+) -> WebhookAck:
+    """Polar's Standard Webhooks deliveries. Verified on the raw body; each `webhook-id` is
+    handled once (a repeat answers 202 and does nothing)."""
+    body = await request.body()
+    secret = settings.polar_webhook_secret
+    delivery = webhooks.verify(body, request.headers, secret.get_secret_value() if secret else None)
+    async with sessionmaker() as session, session.begin():
+        handled = await webhooks.receive(session, settings, delivery)
+    return WebhookAck(duplicate=not handled)

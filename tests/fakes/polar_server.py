@@ -1,0 +1,171 @@
+"""A stand-in for Polar's API on loopback: answers the checkout calls polar-sdk makes
+(`POST /v1/checkouts/`) with the full `Checkout` shape the SDK deserializes, and can be
+switched to fail (HTTP 500) or hang (a timeout) to test what a failing Polar leaves behind."""
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+Mode = Literal["ok", "error", "timeout"]
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakePolar:
+    url: str = ""
+    mode: Mode = "ok"
+    hang_seconds: float = 5.0
+    requests: list[RecordedRequest] = field(default_factory=list)
+    checkouts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.mode = "ok"
+        self.requests.clear()
+
+    def checkout_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "POST" and r.path == "/v1/checkouts/"]
+
+
+def checkout_body(request: dict[str, Any]) -> dict[str, Any]:
+    """A `Checkout` as Polar's API returns it, for the requested products and metadata."""
+    now = datetime.now(UTC)
+    checkout_id = str(uuid.uuid4())
+    product_id = request["products"][0]
+    return {
+        "id": checkout_id,
+        "created_at": now.isoformat(),
+        "modified_at": None,
+        "custom_field_data": {},
+        "payment_processor": "stripe",
+        "status": "open",
+        "client_secret": f"polar_c_{uuid.uuid4().hex}",
+        "url": f"https://sandbox.polar.sh/checkout/polar_c_{checkout_id}",
+        "expires_at": (now + timedelta(hours=1)).isoformat(),
+        "success_url": request.get("success_url") or "https://polar.sh/success",
+        "return_url": None,
+        "embed_origin": None,
+        "amount": 4900,
+        "units": None,
+        "min_units": None,
+        "max_units": None,
+        "discount_amount": 0,
+        "net_amount": 4900,
+        "tax_amount": None,
+        "tax_behavior": None,
+        "total_amount": 4900,
+        "currency": "usd",
+        "allow_trial": None,
+        "active_trial_interval": None,
+        "active_trial_interval_count": None,
+        "trial_end": None,
+        "organization_id": str(uuid.uuid4()),
+        "product_id": product_id,
+        "product_price_id": None,
+        "discount_id": None,
+        "allow_discount_codes": True,
+        "require_billing_address": False,
+        "is_discount_applicable": True,
+        "is_free_product_price": False,
+        "is_payment_required": True,
+        "is_payment_setup_required": False,
+        "is_payment_form_required": True,
+        "customer_id": None,
+        "is_business_customer": False,
+        "customer_name": None,
+        "customer_email": None,
+        "customer_ip_address": None,
+        "customer_billing_name": None,
+        "customer_billing_address": None,
+        "customer_tax_id": None,
+        "payment_method_type": None,
+        "payment_processor_metadata": {},
+        "billing_address_fields": {
+            "country": "required",
+            "state": "disabled",
+            "city": "disabled",
+            "postal_code": "disabled",
+            "line1": "disabled",
+            "line2": "disabled",
+        },
+        "trial_interval": None,
+        "trial_interval_count": None,
+        "metadata": request.get("metadata") or {},
+        "external_customer_id": request.get("external_customer_id"),
+        "products": [],
+        "product": None,
+        "product_price": None,
+        "prices": None,
+        "discount": None,
+        "subscription_id": None,
+        "attached_custom_fields": [],
+        "customer_metadata": {},
+    }
+
+
+def _handler(fake: FakePolar) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _reply(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            body = json.loads(raw) if raw else None
+            fake.requests.append(
+                RecordedRequest(
+                    "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                )
+            )
+            if self.path != "/v1/checkouts/":
+                self._reply(404, {"error": "ResourceNotFound", "detail": "Not found"})
+                return
+            if not self.headers.get("Authorization", "").startswith("Bearer "):
+                self._reply(401, {"error": "Unauthorized", "detail": "no token"})
+                return
+            if fake.mode == "error":
+                self._reply(500, {"error": "InternalServerError", "detail": "boom"})
+                return
+            if fake.mode == "timeout":
+                time.sleep(fake.hang_seconds)
+            checkout = checkout_body(body)
+            fake.checkouts[checkout["id"]] = checkout
+            self._reply(201, checkout)
+
+    return Handler
+
+
+@contextmanager
+def running_fake_polar() -> Iterator[FakePolar]:
+    fake = FakePolar()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    server.daemon_threads = True
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
