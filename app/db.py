@@ -102,16 +102,6 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for single-statement reads (authentication, the balance badge): autocommit,
-    so no BEGIN/COMMIT round trips and, on SQLite, no write lock."""
-    return async_sessionmaker(
-        engine.execution_options(isolation_level="AUTOCOMMIT"),
-        expire_on_commit=False,
-        autoflush=False,
-    )
-
-
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The unit of work of one request: committed when the endpoint returns, else rolled back."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
@@ -119,14 +109,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """An autocommit session for an endpoint that only reads, one statement at a time."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
-    async with sessionmaker() as session:
-        yield session
-
-
-def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     """For endpoints that run several short transactions of their own (generations)."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     return sessionmaker
@@ -134,7 +117,6 @@ def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
 
 # `scope="function"` commits before the response is sent, so a 2xx means committed.
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
-ReadSession = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 SessionMaker = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 
 

@@ -15,7 +15,7 @@ from app.config import Settings, get_settings
 from app.credits.events import balance_events
 from app.credits.router import router as credits_router
 from app.credits.sweeper import sweep_forever
-from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
+from app.db import create_engine, create_sessionmaker
 from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_handlers
 from app.health import router as health_router
 from app.limits import BodySizeLimitMiddleware, TokenBucketLimiter
@@ -46,7 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.read_sessionmaker = create_read_sessionmaker(engine)
+        # Single-statement reads (authentication, the badge) run without a transaction: no
+        # BEGIN/COMMIT round trips and, on SQLite, no write lock.
+        app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        app.state.read_sessionmaker = create_sessionmaker(app.state.read_engine)
         sweeper = asyncio.create_task(
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )

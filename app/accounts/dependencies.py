@@ -22,7 +22,7 @@ _admin_bearer = HTTPBearer(
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -30,20 +30,32 @@ def get_app_settings(request: Request) -> Settings:
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
 
 
-async def current_account(
-    request: Request,
+async def bearer_key(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Account:
-    """The account whose API key authorised the request: one autocommit read on a connection
-    given back at once (so an endpoint that calls a model holds no connection meanwhile)."""
+) -> str:
+    """The API key sent as `Authorization: Bearer <key>` (not yet checked)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send `Authorization: Bearer <api key>`.", headers=_CHALLENGE)
+    return credentials.credentials
+
+
+BearerKey = Annotated[str, Depends(bearer_key)]
+
+
+def mark_authenticated(request: Request, account_id: uuid.UUID) -> None:
+    """Name the account in this request's logs."""
+    request.state.account_id = account_id
+    account_id_var.set(str(account_id))
+
+
+async def current_account(request: Request, raw_key: BearerKey) -> Account:
+    """The account whose API key authorised the request: one autocommit read on a connection
+    given back at once (so an endpoint that calls a model holds no connection meanwhile)."""
     async with request.app.state.read_sessionmaker() as session:
-        account = await service.authenticate(session, credentials.credentials)
+        account = await service.authenticate(session, raw_key)
     if account is None:
         raise Unauthorized("The API key is unknown or revoked.", headers=_CHALLENGE)
-    request.state.account_id = account.id
-    account_id_var.set(str(account.id))
+    mark_authenticated(request, account.id)
     return account
 
 

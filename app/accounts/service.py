@@ -6,6 +6,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -45,7 +46,13 @@ def hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def is_usable(account: Account, now: datetime | None = None) -> bool:
+class SubscriptionState(Protocol):
+    subscription_status: str
+    trial_ends_at: datetime
+    current_period_end: datetime | None
+
+
+def is_usable(account: SubscriptionState, now: datetime | None = None) -> bool:
     """Credits can be spent while trialing before the trial's end, while active, and after
     a cancellation or a failed renewal until the paid period ends. Otherwise frozen."""
     now = now or utcnow()
@@ -144,25 +151,36 @@ async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:
         await session.flush()
 
 
-async def authenticate(session: AsyncSession, raw_key: str) -> Account | None:
-    """The account of a live key, or None. The hash comparison takes constant time."""
+def key_lookup_id(raw_key: str) -> str | None:
+    """The public lookup part of an `rfk_<lookup>_<secret>` key, or None if malformed."""
     if not raw_key.startswith(API_KEY_PREFIX):
         return None
     lookup_id, _, rest = raw_key[len(API_KEY_PREFIX) :].partition("_")
     if not lookup_id or not rest or len(lookup_id) > 32:
         return None
+    return lookup_id
+
+
+def key_matches(raw_key: str, secret_hash: str, revoked_at: datetime | None) -> bool:
+    """A live key whose hash matches; the comparison takes constant time."""
+    return hmac.compare_digest(secret_hash, hash_key(raw_key)) and revoked_at is None
+
+
+async def authenticate(session: AsyncSession, raw_key: str) -> Account | None:
+    """The account of a live key, or None."""
+    lookup_id = key_lookup_id(raw_key)
+    if lookup_id is None:
+        return None
     row = (
         await session.execute(
-            select(ApiKey, Account)
+            select(ApiKey.secret_hash, ApiKey.revoked_at, Account)
             .join(Account, Account.id == ApiKey.account_id)
             .where(ApiKey.lookup_id == lookup_id)
         )
     ).one_or_none()
-    if row is None:
+    if row is None or not key_matches(raw_key, row.secret_hash, row.revoked_at):
         return None
-    key, account = row
-    if not hmac.compare_digest(key.secret_hash, hash_key(raw_key)) or key.revoked_at:
-        return None
+    account: Account = row.Account
     return account
 
 

@@ -3,11 +3,12 @@
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.accounts.models import Account
+from app.accounts.models import Account, ApiKey
 from app.credits.models import CreditBalance, CreditHold, LedgerEntry
 from app.db import utcnow
 
@@ -28,6 +29,31 @@ async def get_balance(session: AsyncSession, account_id: uuid.UUID) -> tuple[int
         )
     ).one_or_none()
     return (row.available, row.reserved) if row else None
+
+
+_BALANCE_BY_API_KEY = (
+    select(
+        ApiKey.secret_hash,
+        ApiKey.revoked_at,
+        Account.id.label("account_id"),
+        Account.subscription_status,
+        Account.trial_ends_at,
+        Account.current_period_end,
+        CreditBalance.available,
+        CreditBalance.reserved,
+    )
+    .join(Account, Account.id == ApiKey.account_id)
+    .join(CreditBalance, CreditBalance.account_id == ApiKey.account_id)
+    .where(ApiKey.lookup_id == bindparam("lookup_id"))
+)
+"""Built once: constructing a statement per request costs more than running it."""
+
+
+async def balance_by_api_key(connection: AsyncConnection, lookup_id: str) -> Any:
+    """The hot path of the badge: key, subscription state and balance in one statement
+    (a row with the selected columns as attributes, or None)."""
+    result = await connection.execute(_BALANCE_BY_API_KEY, {"lookup_id": lookup_id})
+    return result.one_or_none()
 
 
 async def lock_balance(session: AsyncSession, account_id: uuid.UUID) -> tuple[int, int] | None:

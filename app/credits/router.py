@@ -8,7 +8,13 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app import idempotency
 from app.accounts import service as accounts
-from app.accounts.dependencies import AdminAccess, AppSettings, CurrentAccount
+from app.accounts.dependencies import (
+    AdminAccess,
+    AppSettings,
+    BearerKey,
+    CurrentAccount,
+    mark_authenticated,
+)
 from app.credits import service
 from app.credits.events import BalanceBroadcaster
 from app.credits.schemas import (
@@ -20,8 +26,8 @@ from app.credits.schemas import (
     LedgerPage,
 )
 from app.credits.service import InsufficientCreditsToTake
-from app.credits.views import CURSOR_PATTERN, balance_snapshot, ledger_page
-from app.db import ReadSession, Session
+from app.credits.views import CURSOR_PATTERN, balance_for_key, balance_snapshot, ledger_page
+from app.db import Session
 from app.errors import IdempotencyKeyReused, NotFound, Unauthorized, problem_responses
 from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
 from app.payments import packages
@@ -51,12 +57,18 @@ IdempotencyKey = Annotated[
     tags=["balance"],
     responses=problem_responses(Unauthorized),
 )
-async def get_balance(
-    account: CurrentAccount, session: ReadSession, response: Response
-) -> BalanceRead:
+async def get_balance(request: Request, raw_key: BearerKey, response: Response) -> BalanceRead:
     """The account's credit balance and badge text; never cached."""
+    async with request.app.state.read_engine.connect() as connection:
+        found = await balance_for_key(connection, raw_key)
+    if found is None:
+        raise Unauthorized(
+            "The API key is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"}
+        )
+    account_id, balance = found
+    mark_authenticated(request, account_id)
     response.headers["Cache-Control"] = "no-store"
-    return await balance_snapshot(session, account)
+    return balance
 
 
 @router.get(

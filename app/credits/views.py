@@ -1,12 +1,36 @@
 """Read models shared by the balance endpoint, its live stream and the admin view."""
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.accounts.models import Account
-from app.accounts.service import is_usable
-from app.credits import service
+from app.accounts.service import is_usable, key_lookup_id, key_matches
+from app.credits import repository, service
 from app.credits.schemas import BalanceRead, LedgerEntryRead, LedgerPage, badge_text
 from app.db import utcnow
+
+
+async def balance_for_key(
+    connection: AsyncConnection, raw_key: str
+) -> tuple[uuid.UUID, BalanceRead] | None:
+    """The badge for an API key in one statement (the endpoint every open plugin polls), or
+    None when the key is unknown or revoked."""
+    lookup_id = key_lookup_id(raw_key)
+    if lookup_id is None:
+        return None
+    row = await repository.balance_by_api_key(connection, lookup_id)
+    if row is None or not key_matches(raw_key, row.secret_hash, row.revoked_at):
+        return None
+    now = utcnow()
+    return row.account_id, BalanceRead(
+        available=row.available,
+        reserved=row.reserved,
+        display=badge_text(row.available),
+        usable=is_usable(row, now),
+        subscription_status=row.subscription_status,
+        as_of=now,
+    )
 
 
 async def balance_snapshot(session: AsyncSession, account: Account) -> BalanceRead:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from polar.v2026_10 import PolarAsync
 
 
-def get_polar(request: Request) -> Any:
+async def get_polar(request: Request) -> Any:
     """The app's Polar client (None when `POLAR_ACCESS_TOKEN` is not set)."""
     client: PolarAsync | None = request.app.state.polar
     return client
@@ -179,11 +179,58 @@ async def get_purchase_intent(
     return intent_read(await service.get_intent(session, account.id, intent_id))
 
 
+_SIGNATURE_HEADERS = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "description": "The delivery's unique id; a repeat of an id is acknowledged, not redone.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "description": "Unix seconds when Polar signed the delivery; more than 5 minutes "
+        "away from now is refused.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "description": "Space-separated `v1,<base64 HMAC-SHA256>` signatures of "
+        "`<webhook-id>.<webhook-timestamp>.<raw body>` (Standard Webhooks).",
+        "schema": {"type": "string"},
+    },
+]
+
+
 @router.post(
     "/v1/webhooks/polar",
     tags=["webhooks"],
     status_code=202,
     responses=problem_responses(InvalidWebhookPayload, InvalidSignature, PayloadTooLarge),
+    openapi_extra={
+        "parameters": _SIGNATURE_HEADERS,
+        "requestBody": {
+            "required": True,
+            "description": "Polar's event, verified on the exact bytes sent.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["type", "data"],
+                        "properties": {
+                            "type": {"type": "string", "examples": ["order.paid"]},
+                            "timestamp": {"type": "string", "format": "date-time"},
+                            "data": {"type": "object"},
+                        },
+                    }
+                }
+            },
+        },
+    },
 )
 async def receive_polar_webhook(
     request: Request, sessionmaker: SessionMaker, settings: AppSettings
