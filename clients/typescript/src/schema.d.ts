@@ -1770,11 +1770,29 @@ export interface operations {
     receive_polar_webhook: {
         parameters: {
             query?: never;
-            header?: never;
+            header: {
+                /** @description The delivery's unique id; a repeat of an id is acknowledged, not redone. */
+                "webhook-id": string;
+                /** @description Unix seconds when Polar signed the delivery; more than 5 minutes away from now is refused. */
+                "webhook-timestamp": string;
+                /** @description Space-separated `v1,<base64 HMAC-SHA256>` signatures of `<webhook-id>.<webhook-timestamp>.<raw body>` (Standard Webhooks). */
+                "webhook-signature": string;
+            };
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description Polar's event, verified on the exact bytes sent. */
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @example order.paid */
+                    type: string;
+                    /** Format: date-time */
+                    timestamp?: string;
+                    data: Record<string, never>;
+                };
+            };
+        };
         responses: {
             /** @description Successful Response */
             202: {
