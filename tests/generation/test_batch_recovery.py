@@ -6,7 +6,6 @@ other test's app works the batch."""
 
 import asyncio
 import os
-import re
 import sys
 import uuid
 
