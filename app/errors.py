@@ -72,7 +72,22 @@ class ServiceNotConfigured(AppError):
 class Problem(BaseModel):
     """RFC 9457 problem details, with a stable machine-readable `code`."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://docs.rankframe.com/problems/insufficient_credits",
+                    "title": "Not enough credits",
+                    "status": 402,
+                    "detail": "This needs 72 credits; 40 are available.",
+                    "code": "insufficient_credits",
+                    "needed": 72,
+                    "available": 40,
+                }
+            ]
+        },
+    )
 
     type: str
     title: str
@@ -82,6 +97,27 @@ class Problem(BaseModel):
 
 
 class ValidationProblem(Problem):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://docs.rankframe.com/problems/validation_error",
+                    "title": "The request is not valid",
+                    "status": 422,
+                    "detail": "One or more fields are missing or invalid; see `errors`.",
+                    "code": "validation_error",
+                    "errors": [
+                        {
+                            "loc": ["body", "amount"],
+                            "msg": "must not be zero",
+                            "type": "value_error",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     errors: list[dict[str, Any]]
 
 

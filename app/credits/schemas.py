@@ -47,7 +47,25 @@ class BalanceRead(BaseModel):
 
 
 class LedgerEntryRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5e1b2c3d-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+                    "type": "consumption",
+                    "amount": -1,
+                    "balance_after": 60498,
+                    "created_at": "2026-11-26T12:00:00Z",
+                    "description": "AI generation: meta title",
+                    "generation_id": "0c9d8e7f-6a5b-4c3d-9e2f-1a0b9c8d7e6f",
+                    "batch_id": None,
+                    "purchase_intent_id": None,
+                    "polar_order_id": None,
+                }
+            ]
+        },
+    )
 
     id: uuid.UUID
     type: LedgerEntryType
@@ -80,6 +98,23 @@ class EstimateCredits(BaseModel):
 
 
 class EstimateRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "credits": {
+                        "meta_titles": 50,
+                        "meta_descriptions": 50,
+                        "alt_text": 200,
+                        "schema": 0,
+                        "total": 300,
+                    },
+                    "recommended_package": "first_time",
+                }
+            ]
+        }
+    )
+
     credits: EstimateCredits
     recommended_package: str
     """The package id the help page's planning guide points to."""

@@ -86,6 +86,23 @@ class _GenerationCreate(BaseModel):
 
 
 class MetaTitleCreate(_GenerationCreate):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "meta_title",
+                    "site_id": "3f0c6a52-8d1e-4c59-9a7e-2b1f0e6d4c11",
+                    "input": {
+                        "page_title": "Handmade oak furniture | Atelier Nord",
+                        "page_content": "Atelier Nord builds solid oak tables by hand in Oslo.",
+                        "language": "en",
+                    },
+                }
+            ]
+        },
+    )
+
     kind: Literal["meta_title"]
     input: PageInput
 
@@ -122,6 +139,25 @@ class MetaDescriptionBatchCreate(_GenerationCreate):
 
 
 class AltTextBatchCreate(_GenerationCreate):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "alt_text",
+                    "site_id": "3f0c6a52-8d1e-4c59-9a7e-2b1f0e6d4c11",
+                    "items": [
+                        {
+                            "image_url": "https://cdn.example.com/oak-table.jpg",
+                            "context": "Handmade oak furniture",
+                        },
+                        {"image_url": "https://cdn.example.com/workshop.jpg"},
+                    ],
+                }
+            ]
+        },
+    )
+
     kind: Literal["alt_text"]
     items: list[AltTextInput] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
 
@@ -219,6 +255,28 @@ ItemStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
 
 class BatchRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "9b2d7c1e-0a4f-4e8b-b6d2-5c3a1f9e8d70",
+                    "kind": "alt_text",
+                    "site_id": "3f0c6a52-8d1e-4c59-9a7e-2b1f0e6d4c11",
+                    "status": "running",
+                    "total": 72,
+                    "succeeded": 40,
+                    "failed": 2,
+                    "canceled": 0,
+                    "pending": 30,
+                    "credits_charged": 40,
+                    "created_at": "2026-11-26T12:00:00Z",
+                    "completed_at": None,
+                    "canceled_at": None,
+                }
+            ]
+        }
+    )
+
     id: uuid.UUID
     kind: GenerationKindName
     site_id: uuid.UUID
@@ -245,6 +303,36 @@ class BatchItemRead(BaseModel):
 
 
 class BatchDetail(BatchRead):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "9b2d7c1e-0a4f-4e8b-b6d2-5c3a1f9e8d70",
+                    "kind": "alt_text",
+                    "site_id": "3f0c6a52-8d1e-4c59-9a7e-2b1f0e6d4c11",
+                    "status": "completed",
+                    "total": 2,
+                    "succeeded": 1,
+                    "failed": 1,
+                    "canceled": 0,
+                    "pending": 0,
+                    "credits_charged": 1,
+                    "created_at": "2026-11-26T12:00:00Z",
+                    "completed_at": "2026-11-26T12:00:04Z",
+                    "canceled_at": None,
+                    "items": [
+                        {"index": 0, "status": "succeeded", "output": {"text": "Oak dining table"}},
+                        {
+                            "index": 1,
+                            "status": "failed",
+                            "error": {"code": "generation_failed", "detail": "Timed out."},
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
     items: list[BatchItemRead]
 
 

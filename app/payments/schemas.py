@@ -12,6 +12,23 @@ UnavailableReason = Literal[
 
 
 class CreditPackageRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "first_time",
+                    "name": "First-time offer",
+                    "credits": 30000,
+                    "price_cents": 4900,
+                    "currency": "usd",
+                    "price_per_credit": "0.0016",
+                    "available": True,
+                    "unavailable_reason": None,
+                }
+            ]
+        }
+    )
+
     id: PackageId
     name: str
     credits: int

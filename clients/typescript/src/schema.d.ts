@@ -628,7 +628,22 @@ export interface components {
             /** Purchases Needing Review */
             purchases_needing_review: components["schemas"]["PurchaseReviewRead"][];
         };
-        /** AltTextBatchCreate */
+        /**
+         * AltTextBatchCreate
+         * @example {
+         *       "items": [
+         *         {
+         *           "context": "Handmade oak furniture",
+         *           "image_url": "https://cdn.example.com/oak-table.jpg"
+         *         },
+         *         {
+         *           "image_url": "https://cdn.example.com/workshop.jpg"
+         *         }
+         *       ],
+         *       "kind": "alt_text",
+         *       "site_id": "3f0c6a52-8d1e-4c59-9a7e-2b1f0e6d4c11"
+         *     }
+         */
         AltTextBatchCreate: {
             /**
              * Site Id
@@ -741,7 +756,40 @@ export interface components {
              */
             as_of: string;
         };
-        /** BatchDetail */
+        /**
+         * BatchDetail
+         * @example {
+         *       "canceled": 0,
+         *       "completed_at": "2026-11-26T12:00:04Z",
+         *       "created_at": "2026-11-26T12:00:00Z",
+         *       "credits_charged": 1,
+         *       "failed": 1,
+         *       "id": "9b2d7c1e-0a4f-4e8b-b6d2-5c3a1f9e8d70",
+         *       "items": [
+         *         {
+         *           "index": 0,
+         *           "output": {
+         *             "text": "Oak dining table"
+         *           },
+         *           "status": "succeeded"
+         *         },
+         *         {
+         *           "error": {
+         *             "code": "generation_failed",
+         *             "detail": "Timed out."
+         *           },
+         *           "index": 1,
+         *           "status": "failed"
+         *         }
+         *       ],
+         *       "kind": "alt_text",
+         *       "pending": 0,
+         *       "site_id": "3f0c6a52-8d1e-4c59-9a7e-2b1f0e6d4c11",
+         *       "status": "completed",
+         *       "succeeded": 1,
+         *       "total": 2
+         *     }
+         */
         BatchDetail: {
             /**
              * Id
@@ -800,7 +848,22 @@ export interface components {
             output?: components["schemas"]["TextOutput"] | components["schemas"]["SchemaOutput"] | null;
             error?: components["schemas"]["GenerationError"] | null;
         };
-        /** BatchRead */
+        /**
+         * BatchRead
+         * @example {
+         *       "canceled": 0,
+         *       "created_at": "2026-11-26T12:00:00Z",
+         *       "credits_charged": 40,
+         *       "failed": 2,
+         *       "id": "9b2d7c1e-0a4f-4e8b-b6d2-5c3a1f9e8d70",
+         *       "kind": "alt_text",
+         *       "pending": 30,
+         *       "site_id": "3f0c6a52-8d1e-4c59-9a7e-2b1f0e6d4c11",
+         *       "status": "running",
+         *       "succeeded": 40,
+         *       "total": 72
+         *     }
+         */
         BatchRead: {
             /**
              * Id
@@ -849,7 +912,18 @@ export interface components {
             /** Packages */
             packages: components["schemas"]["CreditPackageRead"][];
         };
-        /** CreditPackageRead */
+        /**
+         * CreditPackageRead
+         * @example {
+         *       "available": true,
+         *       "credits": 30000,
+         *       "currency": "usd",
+         *       "id": "first_time",
+         *       "name": "First-time offer",
+         *       "price_cents": 4900,
+         *       "price_per_credit": "0.0016"
+         *     }
+         */
         CreditPackageRead: {
             /**
              * Id
@@ -887,7 +961,19 @@ export interface components {
             /** Total */
             total: number;
         };
-        /** EstimateRead */
+        /**
+         * EstimateRead
+         * @example {
+         *       "credits": {
+         *         "alt_text": 200,
+         *         "meta_descriptions": 50,
+         *         "meta_titles": 50,
+         *         "schema": 0,
+         *         "total": 300
+         *       },
+         *       "recommended_package": "first_time"
+         *     }
+         */
         EstimateRead: {
             credits: components["schemas"]["EstimateCredits"];
             /** Recommended Package */
@@ -1021,7 +1107,18 @@ export interface components {
             /** Status */
             status: string;
         };
-        /** LedgerEntryRead */
+        /**
+         * LedgerEntryRead
+         * @example {
+         *       "amount": -1,
+         *       "balance_after": 60498,
+         *       "created_at": "2026-11-26T12:00:00Z",
+         *       "description": "AI generation: meta title",
+         *       "generation_id": "0c9d8e7f-6a5b-4c3d-9e2f-1a0b9c8d7e6f",
+         *       "id": "5e1b2c3d-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+         *       "type": "consumption"
+         *     }
+         */
         LedgerEntryRead: {
             /**
              * Id
@@ -1104,7 +1201,18 @@ export interface components {
             /** Items */
             items: components["schemas"]["PageInput"][];
         };
-        /** MetaTitleCreate */
+        /**
+         * MetaTitleCreate
+         * @example {
+         *       "input": {
+         *         "language": "en",
+         *         "page_content": "Atelier Nord builds solid oak tables by hand in Oslo.",
+         *         "page_title": "Handmade oak furniture | Atelier Nord"
+         *       },
+         *       "kind": "meta_title",
+         *       "site_id": "3f0c6a52-8d1e-4c59-9a7e-2b1f0e6d4c11"
+         *     }
+         */
         MetaTitleCreate: {
             /**
              * Site Id
@@ -1337,6 +1445,15 @@ export interface components {
         /**
          * Problem
          * @description RFC 9457 problem details, with a stable machine-readable `code`.
+         * @example {
+         *       "available": 40,
+         *       "code": "insufficient_credits",
+         *       "detail": "This needs 72 credits; 40 are available.",
+         *       "needed": 72,
+         *       "status": 402,
+         *       "title": "Not enough credits",
+         *       "type": "https://docs.rankframe.com/problems/insufficient_credits"
+         *     }
          */
         Problem: {
             /** Type */
@@ -1352,7 +1469,26 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
-        /** ValidationProblem */
+        /**
+         * ValidationProblem
+         * @example {
+         *       "code": "validation_error",
+         *       "detail": "One or more fields are missing or invalid; see `errors`.",
+         *       "errors": [
+         *         {
+         *           "loc": [
+         *             "body",
+         *             "amount"
+         *           ],
+         *           "msg": "must not be zero",
+         *           "type": "value_error"
+         *         }
+         *       ],
+         *       "status": 422,
+         *       "title": "The request is not valid",
+         *       "type": "https://docs.rankframe.com/problems/validation_error"
+         *     }
+         */
         ValidationProblem: {
             /** Type */
             type: string;
