@@ -106,3 +106,35 @@ async def test_readyz_fails_without_a_database_and_healthz_does_not(database, tm
     assert admin.status_code == 503
     assert admin.json()["code"] == "database_unavailable"
     assert admin.headers["retry-after"] == "5"
+
+
+async def test_metrics_count_generations_by_kind_and_outcome(client):
+    account = await funded_account(client, 3)
+    site = await client.post(
+        "/v1/sites", json={"framer_project_id": "metrics-site", "name": "m"}, headers=account.auth
+    )
+    before = (await client.get("/metrics")).text
+    response = await client.post(
+        "/v1/generations",
+        json={
+            "kind": "meta_title",
+            "site_id": site.json()["id"],
+            "input": {"page_title": "Oak tables", "page_content": "Solid oak tables."},
+        },
+        headers=account.auth,
+    )
+    assert response.status_code == 201, response.text
+    after = (await client.get("/metrics")).text
+    succeeded = {"kind": "meta_title", "outcome": "succeeded"}
+    assert (
+        metric(after, "rankframe_generations_total", **succeeded)
+        - metric(before, "rankframe_generations_total", **succeeded)
+        == 1
+    )
+    consumed = {"movement": "consumed", "type": "consumption"}
+    assert (
+        metric(after, "rankframe_credits_total", **consumed)
+        - metric(before, "rankframe_credits_total", **consumed)
+        == 1
+    )
+    assert "rankframe_provider_call_duration_seconds_count" in after
