@@ -297,6 +297,8 @@ async def settle_many(
                 hold.id, HoldOutcome.SETTLED, "settled", hold.consumed, entry
             )
         mark_balance_changed(session, account_id)
+        metrics.count_credits_on_commit(session.info, "consumed", "consumption", used_total)
+        metrics.count_credits_on_commit(session.info, "released", "settled", held - used_total)
     await session.flush()
     for hold_id in by_id:
         if hold_id in results:
