@@ -161,7 +161,7 @@ def main() -> int:
     lua = Path(__file__).parent / "generation.lua"
     hot_credits = 10_000_000
     env = {
-        "DB_POOL_SIZE": "10",
+        "DB_POOL_SIZE": "20",
         "STARTER_CREDITS": "0",
         "RATE_LIMIT_GENERATIONS_PER_MINUTE": "100000000",
         "RATE_LIMIT_GENERATIONS_BURST": "100000000",
