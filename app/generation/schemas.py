@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from app.credits.schemas import BalanceRead
 from app.generation.outputs import SCHEMA_TYPES
+from app.validation import FilledText
 
 MAX_BATCH_ITEMS = 1000
 MAX_PAGE_CONTENT = 50_000
@@ -29,12 +30,6 @@ Keyword = Annotated[str, Field(min_length=1, max_length=100)]
 PageUrl = HttpUrl
 
 
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,12 +39,10 @@ class PageInput(_Input):
 
     page_title: str | None = Field(default=None, max_length=300)
     page_url: PageUrl | None = None
-    page_content: str = Field(min_length=1, max_length=MAX_PAGE_CONTENT)
+    page_content: FilledText = Field(min_length=1, max_length=MAX_PAGE_CONTENT)
     """The page's text, plain."""
     language: LanguageTag | None = None
     keywords: list[Keyword] | None = Field(default=None, max_length=20)
-
-    _content_not_blank = field_validator("page_content")(_not_blank)
 
 
 class AltTextInput(_Input):
@@ -75,9 +68,7 @@ class SchemaInput(_Input):
     schema_type: SchemaType
     page_title: str | None = Field(default=None, max_length=300)
     page_url: PageUrl | None = None
-    page_content: str = Field(min_length=1, max_length=MAX_PAGE_CONTENT)
-
-    _content_not_blank = field_validator("page_content")(_not_blank)
+    page_content: FilledText = Field(min_length=1, max_length=MAX_PAGE_CONTENT)
 
 
 class _GenerationCreate(BaseModel):
