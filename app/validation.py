@@ -18,13 +18,6 @@ def _storable(value: str) -> str:
     return value
 
 
-StoredText = Annotated[
-    str,
-    AfterValidator(_storable),
-    Field(json_schema_extra={"pattern": "^[^\\u0000]*$"}),
-]
-"""A string a client sends that will be stored or echoed: no NUL, no lone surrogates."""
-
 _BLANK = (
     "\t\n\v\f\r \u00a0\u1680"
     + "".join(map(chr, range(0x2000, 0x200B)))
