@@ -37,8 +37,11 @@ class Settings(BaseSettings):
     hold_sweep_interval_seconds: float = Field(default=15.0, gt=0)
     """How often the in-app sweeper looks for expired holds."""
     db_pool_size: int = Field(default=10, ge=1)
-    db_pool_pre_ping: bool = True
-    """Test each pooled PostgreSQL connection before use (one round trip per checkout)."""
+    db_pool_pre_ping: bool = False
+    """Test each pooled PostgreSQL connection with a query before use. Off by default: it
+    costs three round trips per checkout (SQLAlchemy's asyncpg ping is BEGIN, `;`,
+    ROLLBACK), and a connection whose socket the server closed is replaced at checkout
+    without it (`app.db`); a connection that dies silently answers one 503."""
     log_level: str = "INFO"
     cors_allow_localhost: bool = False
     """Development only: also allow `http://localhost:*` and `http://127.0.0.1:*` origins."""

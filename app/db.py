@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -70,13 +72,49 @@ def create_engine(settings: Settings) -> AsyncEngine:
         )
         _serialize_sqlite_writes(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=settings.db_pool_pre_ping,
         connect_args={"timeout": 10},
     )
+    _replace_closed_connections(engine)
+    return engine
+
+
+def _replace_closed_connections(engine: AsyncEngine) -> None:
+    """A pooled connection whose socket the server closed (a restart, an idle timeout) is
+    swapped for a new one at checkout. Free, unlike a ping: asyncpg notices the close."""
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("the server closed this connection")
+
+
+async def create_driver_pool(settings: Settings) -> asyncpg.Pool | None:
+    """PostgreSQL only: a small asyncpg pool for the hottest single statements (the badge,
+    authentication, a generation's reserve and charge), each atomic on its own.
+
+    SQLAlchemy's execution layer costs more than these statements do (docs/benchmarks.md).
+    Connections go back to the pool without asyncpg's reset round trip: nothing run on
+    them leaves session state behind (no transactions left open, no SET, no LISTEN)."""
+    if settings.is_sqlite:
+        return None
+    url = make_url(settings.database_url).set(drivername="postgresql")
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url.render_as_string(hide_password=False),
+        min_size=0,  # connect on first use: the app starts without a database
+        max_size=settings.db_pool_size,
+        timeout=10,
+        reset=_keep_session,
+    )
+    return pool
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """The pool's release hook: a no-op (see `create_driver_pool`)."""
 
 
 def _serialize_sqlite_writes(engine: AsyncEngine) -> None:

@@ -13,9 +13,10 @@ from fastapi.routing import APIRoute
 from app.accounts.router import router as accounts_router
 from app.config import Settings, get_settings
 from app.credits.events import balance_events
+from app.credits.fast_lane import BalanceFastLane
 from app.credits.router import router as credits_router
 from app.credits.sweeper import sweep_forever
-from app.db import create_engine, create_sessionmaker
+from app.db import create_driver_pool, create_engine, create_sessionmaker
 from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_handlers
 from app.generation.router import router as generation_router
 from app.generation.worker import start_generation
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # BEGIN/COMMIT round trips and, on SQLite, no write lock.
         app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         app.state.read_sessionmaker = create_sessionmaker(app.state.read_engine)
+        app.state.driver_pool = await create_driver_pool(settings)
         sweeper = asyncio.create_task(
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )
@@ -68,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            if app.state.driver_pool is not None:
+                await app.state.driver_pool.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -86,6 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.rate_limit_purchases_per_minute, settings.rate_limit_purchases_burst
         ),
     }
+    # Innermost first: the badge's fast lane sees requests after the request context and
+    # CORS middlewares, like any route.
+    app.add_middleware(BalanceFastLane)
     app.add_middleware(
         BodySizeLimitMiddleware,
         limit=settings.max_body_bytes,

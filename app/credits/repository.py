@@ -7,7 +7,9 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -54,6 +56,15 @@ _BALANCE_BY_API_KEY = (
 
 class _Row(SimpleNamespace):
     """A driver row with attribute access, like SQLAlchemy's rows."""
+
+
+BALANCE_BY_API_KEY_SQL = str(_BALANCE_BY_API_KEY.compile(dialect=asyncpg_dialect()))
+"""The badge statement for asyncpg (`$1` for the lookup id)."""
+
+
+async def balance_by_api_key_on_pool(pool: asyncpg.Pool, lookup_id: str) -> Any:
+    """The badge's statement on the driver pool (PostgreSQL): a record or None."""
+    return await pool.fetchrow(BALANCE_BY_API_KEY_SQL, lookup_id)
 
 
 async def balance_by_api_key(connection: AsyncConnection, lookup_id: str) -> Any:

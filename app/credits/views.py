@@ -5,7 +5,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.accounts.models import Account
-from app.accounts.service import is_usable, key_lookup_id, key_matches
+from app.accounts.service import SubscriptionState, is_usable, key_lookup_id, key_matches
 from app.credits import repository, service
 from app.credits.schemas import BalanceRead, LedgerEntryRead, LedgerPage, badge_text
 from app.db import utcnow
@@ -22,28 +22,25 @@ async def balance_for_key(
     row = await repository.balance_by_api_key(connection, lookup_id)
     if row is None or not key_matches(raw_key, row.secret_hash, row.revoked_at):
         return None
+    return row.account_id, balance_read(row.available, row.reserved, row)
+
+
+def balance_read(available: int, reserved: int, subscription: SubscriptionState) -> BalanceRead:
+    """The badge as every path answers it (the route, its fast lane, streams, generations)."""
     now = utcnow()
-    return row.account_id, BalanceRead(
-        available=row.available,
-        reserved=row.reserved,
-        display=badge_text(row.available),
-        usable=is_usable(row, now),
-        subscription_status=row.subscription_status,
+    return BalanceRead(
+        available=available,
+        reserved=reserved,
+        display=badge_text(available),
+        usable=is_usable(subscription, now),
+        subscription_status=subscription.subscription_status,  # type: ignore[arg-type]
         as_of=now,
     )
 
 
 async def balance_snapshot(session: AsyncSession, account: Account) -> BalanceRead:
     balance = await service.get_balance(session, account.id)
-    now = utcnow()
-    return BalanceRead(
-        available=balance.available,
-        reserved=balance.reserved,
-        display=badge_text(balance.available),
-        usable=is_usable(account, now),
-        subscription_status=account.subscription_status,  # type: ignore[arg-type]
-        as_of=now,
-    )
+    return balance_read(balance.available, balance.reserved, account)
 
 
 CURSOR_PATTERN = r"^[0-9]{1,18}$"
