@@ -4,6 +4,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -251,6 +252,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     @app.exception_handler(ConnectionError)
+    @app.exception_handler(TimeoutError)
+    # The driver pool's own errors (PostgreSQL): the server gone, restarting, or full.
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.exceptions.OperatorInterventionError)
+    @app.exception_handler(asyncpg.exceptions.InsufficientResourcesError)
+    @app.exception_handler(asyncpg.InterfaceError)
     async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
         # The database is down, unreachable or busy: nothing was done, try again shortly.
         logger.error("database unavailable", exc_info=exc)

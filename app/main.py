@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )
-        generation = start_generation(settings, app.state.sessionmaker)
+        generation = start_generation(settings, app.state.sessionmaker, app.state.driver_pool)
         app.state.generation = generation.runtime
         try:
             async with (

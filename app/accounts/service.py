@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+import asyncpg
+from sqlalchemy import bindparam, select
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -164,6 +166,30 @@ def key_lookup_id(raw_key: str) -> str | None:
 def key_matches(raw_key: str, secret_hash: str, revoked_at: datetime | None) -> bool:
     """A live key whose hash matches; the comparison takes constant time."""
     return hmac.compare_digest(secret_hash, hash_key(raw_key)) and revoked_at is None
+
+
+_KEY_AND_ACCOUNT = select(ApiKey.secret_hash, ApiKey.revoked_at, *Account.__table__.columns).join(
+    Account, Account.id == ApiKey.account_id
+)
+AUTHENTICATE_SQL = str(
+    _KEY_AND_ACCOUNT.where(ApiKey.lookup_id == bindparam("lookup_id")).compile(
+        dialect=asyncpg_dialect()
+    )
+)
+"""`authenticate`'s statement for the driver pool (PostgreSQL)."""
+_ACCOUNT_COLUMNS = tuple(column.key for column in Account.__table__.columns)
+
+
+async def authenticate_on_pool(pool: asyncpg.Pool, raw_key: str) -> Account | None:
+    """`authenticate` as one statement on the driver pool (PostgreSQL): the account, not
+    attached to any session, or None."""
+    lookup_id = key_lookup_id(raw_key)
+    if lookup_id is None:
+        return None
+    row = await pool.fetchrow(AUTHENTICATE_SQL, lookup_id)
+    if row is None or not key_matches(raw_key, row["secret_hash"], row["revoked_at"]):
+        return None
+    return Account(**{name: row[name] for name in _ACCOUNT_COLUMNS})
 
 
 async def authenticate(session: AsyncSession, raw_key: str) -> Account | None:

@@ -92,7 +92,7 @@ async def create_generation(
     outcome = await runtime.detached(
         service.create_generation(
             runtime,
-            account.id,
+            account,
             body.site_id,
             GenerationKind(body.kind),
             payload,

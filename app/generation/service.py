@@ -11,22 +11,27 @@ moved (`402`, `403`, `404`, `422`) store nothing either.
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import idempotency, metrics
 from app.accounts import service as accounts
+from app.accounts.models import Account
 from app.config import Settings
 from app.credits import service as credits
+from app.credits.events import CHANNEL
 from app.credits.service import HoldOutcome
-from app.credits.views import balance_snapshot
+from app.credits.views import balance_read, balance_snapshot
 from app.db import utcnow
 from app.errors import AppError, NotFound, app_error_body
 from app.generation import repository
@@ -85,6 +90,8 @@ class GenerationRuntime:
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     provider: Provider
+    driver_pool: asyncpg.Pool | None = None
+    """PostgreSQL: the single generation's reserve and charge run as one statement each."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     batch_created: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -127,6 +134,12 @@ class _Started:
     account_id: uuid.UUID
     kind: GenerationKind
     payload: dict[str, Any]
+    site_id: uuid.UUID | None = None
+    hold_id: uuid.UUID | None = None
+    created_at: datetime | None = None
+    idempotency_record_id: int | None = None
+    account: Account | None = None
+    """Set by the fast path: what it needs to charge without reading the rows back."""
 
 
 def _scope(account_id: uuid.UUID) -> str:
@@ -210,7 +223,7 @@ def _failure_error(failure: ProviderError, generation_id: uuid.UUID) -> AppError
 
 async def create_generation(
     runtime: GenerationRuntime,
-    account_id: uuid.UUID,
+    account: Account,
     site_id: uuid.UUID,
     kind: GenerationKind,
     payload: dict[str, Any],
@@ -220,6 +233,31 @@ async def create_generation(
 ) -> Outcome:
     """One generation, start to end. Raises `AppError`s that leave everything unchanged
     (402, 403, 404, 409); returns the outcome of everything after the credit was reserved."""
+    started: _Started | Outcome | None = None
+    if runtime.driver_pool is not None and accounts.is_usable(account):
+        started = await _reserve_fast(
+            runtime, account, site_id, kind, payload, idempotency_key, request_fingerprint
+        )
+    if started is None:
+        started = await _reserve_or_replay(
+            runtime, account.id, site_id, kind, payload, idempotency_key, request_fingerprint
+        )
+    if isinstance(started, Outcome):
+        return started
+    return await _run(runtime, started)
+
+
+async def _reserve_or_replay(
+    runtime: GenerationRuntime,
+    account_id: uuid.UUID,
+    site_id: uuid.UUID,
+    kind: GenerationKind,
+    payload: dict[str, Any],
+    idempotency_key: str | None,
+    request_fingerprint: str,
+) -> _Started | Outcome:
+    """The ORM path: every check with its error, the key's stored answer replayed, and a
+    wait while another request with the same key is generating."""
     wait_until = time.monotonic() + runtime.settings.generation_timeout_seconds + 10
     while True:
         async with runtime.sessionmaker() as session, session.begin():
@@ -233,15 +271,111 @@ async def create_generation(
                 if isinstance(claimed, idempotency.Claim):
                     claim = claimed
             if idempotency_key is None or claim is not None:
-                started = await _reserve(
+                return await _reserve(
                     session, runtime.settings, account_id, site_id, kind, payload, claim
                 )
-                break
         # Another request with this key is generating: wait for its stored answer.
         if time.monotonic() > wait_until:
             raise IdempotentRequestInProgress("Retry shortly.", headers={"Retry-After": "5"})
         await asyncio.sleep(IDEMPOTENCY_POLL_SECONDS)
-    return await _run(runtime, started)
+
+
+async def _reserve_fast(
+    runtime: GenerationRuntime,
+    account: Account,
+    site_id: uuid.UUID,
+    kind: GenerationKind,
+    payload: dict[str, Any],
+    idempotency_key: str | None,
+    request_fingerprint: str,
+) -> _Started | None:
+    """PostgreSQL: the reserve as one statement (with the key's claim, one transaction).
+    None when it did not reserve: nothing changed, and the ORM path decides why."""
+    assert runtime.driver_pool is not None
+    generation_id, hold_id, now = uuid.uuid4(), uuid.uuid4(), utcnow()
+    expires_at = now + timedelta(seconds=runtime.settings.hold_ttl_seconds)
+    reserve = functools.partial(
+        _reserve_statements,
+        account_id=account.id,
+        site_id=site_id,
+        generation_id=generation_id,
+        hold_id=hold_id,
+        kind=kind,
+        payload=payload,
+        now=now,
+        expires_at=expires_at,
+        idempotency_key=idempotency_key,
+        request_fingerprint=request_fingerprint,
+    )
+    try:
+        async with runtime.driver_pool.acquire() as connection:
+            if idempotency_key is None:
+                record_id = await reserve(connection)  # one statement: atomic on its own
+            else:
+                async with connection.transaction():
+                    record_id = await reserve(connection)
+    except _NotReserved:
+        return None
+    metrics.count_credits("reserved", "hold", 1)
+    return _Started(
+        generation_id,
+        account.id,
+        kind,
+        payload,
+        site_id=site_id,
+        hold_id=hold_id,
+        created_at=now,
+        idempotency_record_id=record_id,
+        account=account,
+    )
+
+
+class _NotReserved(Exception):
+    """The fast reserve changed nothing (raised to roll back the key's claim)."""
+
+
+async def _reserve_statements(
+    connection: asyncpg.Connection,
+    *,
+    account_id: uuid.UUID,
+    site_id: uuid.UUID,
+    generation_id: uuid.UUID,
+    hold_id: uuid.UUID,
+    kind: GenerationKind,
+    payload: dict[str, Any],
+    now: datetime,
+    expires_at: datetime,
+    idempotency_key: str | None,
+    request_fingerprint: str,
+) -> int | None:
+    """Claim the key (if any) and reserve; the idempotency record's id, if any."""
+    record_id: int | None = None
+    if idempotency_key is not None:
+        record_id = await connection.fetchval(
+            repository.CLAIM_IDEMPOTENCY_KEY_SQL,
+            _scope(account_id),
+            idempotency_key,
+            request_fingerprint,
+            now,
+        )
+        if record_id is None:
+            raise _NotReserved  # used before: the ORM path replays or waits
+    reserved = await connection.fetchrow(
+        repository.RESERVE_GENERATION_SQL,
+        account_id,
+        site_id,
+        generation_id,
+        hold_id,
+        kind.value,
+        now,
+        expires_at,
+        json.dumps(payload),
+        record_id,
+        CHANNEL,
+    )
+    if reserved is None:
+        raise _NotReserved  # the ORM path claims again and raises the reason
+    return record_id
 
 
 async def _reserve(
@@ -346,6 +480,14 @@ async def _finish(
 ) -> Outcome:
     """The second short transaction: charge the credit or give it back, record the result,
     store the answer for the `Idempotency-Key`."""
+    if (
+        runtime.driver_pool is not None
+        and started.hold_id is not None
+        and isinstance(answer, ProviderResult)
+    ):
+        charged = await _charge_fast(runtime, started, answer)
+        if charged is not None:
+            return charged
     async with runtime.sessionmaker() as session, session.begin():
         generation = await repository.lock_generation(session, started.generation_id)
         if generation.status != "running":
@@ -391,6 +533,74 @@ async def _finish(
         outcome = Outcome(error.status, app_error_body(error), error.headers)
         await _store(session, generation, outcome)
         return outcome
+
+
+async def _charge_fast(
+    runtime: GenerationRuntime, started: _Started, answer: ProviderResult
+) -> Outcome | None:
+    """PostgreSQL: charge the credit and record the output in one statement (with storing
+    the key's answer, one transaction). None when it changed nothing: the generation is no
+    longer running or its hold is no longer open (the ORM path then decides)."""
+    assert runtime.driver_pool is not None and started.account is not None
+    now = utcnow()
+    generation = Generation(
+        id=started.generation_id,
+        account_id=started.account_id,
+        site_id=started.site_id,
+        kind=started.kind.value,
+        status="succeeded",
+        input=started.payload,
+        output=answer.output,
+        hold_id=started.hold_id,
+        idempotency_record_id=started.idempotency_record_id,
+        credits_charged=1,
+        created_at=started.created_at,
+        completed_at=now,
+    )
+    _record_usage(generation, answer.model, answer)
+    async with runtime.driver_pool.acquire() as connection:
+        if started.idempotency_record_id is None:
+            outcome = await _charge_statement(connection, generation, started.account, now)
+        else:
+            async with connection.transaction():
+                outcome = await _charge_statement(connection, generation, started.account, now)
+                if outcome is not None:
+                    await connection.execute(
+                        repository.COMPLETE_IDEMPOTENCY_KEY_SQL,
+                        started.idempotency_record_id,
+                        outcome.status_code,
+                        json.dumps(outcome.body),
+                        now,
+                    )
+    if outcome is not None:
+        metrics.count_credits("consumed", "consumption", 1)
+    return outcome
+
+
+async def _charge_statement(
+    connection: asyncpg.Connection, generation: Generation, account: Account, now: datetime
+) -> Outcome | None:
+    balance = await connection.fetchrow(
+        repository.CHARGE_GENERATION_SQL,
+        generation.id,
+        generation.hold_id,
+        now,
+        json.dumps(generation.output),
+        generation.model,
+        generation.input_tokens,
+        generation.output_tokens,
+        generation.latency_ms,
+        uuid.uuid4(),
+        f"AI generation: {KIND_LABELS[generation.kind]}",
+        CHANNEL,
+    )
+    if balance is None:
+        return None
+    created = GenerationCreated(
+        **generation_read(generation).model_dump(),
+        balance=balance_read(balance["available"], balance["reserved"], account),
+    )
+    return Outcome(201, created.model_dump(mode="json", by_alias=True))
 
 
 def _record_usage(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -413,9 +414,11 @@ class GenerationStack:
 
 
 def start_generation(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    driver_pool: asyncpg.Pool | None = None,
 ) -> GenerationStack:
-    runtime = GenerationRuntime(settings, sessionmaker, create_provider(settings))
+    runtime = GenerationRuntime(settings, sessionmaker, create_provider(settings), driver_pool)
     workers = BatchWorkers(runtime)
     workers.start()
     sweeper = asyncio.create_task(_sweep_interrupted_forever(runtime), name="generation-sweeper")
