@@ -2,18 +2,21 @@
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.accounts.router import router as accounts_router
 from app.config import Settings, get_settings
 from app.credits.events import balance_events
-from app.credits.fast_lane import BalanceFastLane
+from app.credits.fast_lane import BalanceFastLane, is_badge_request
 from app.credits.router import router as credits_router
 from app.credits.sweeper import sweep_forever
 from app.db import create_driver_pool, create_engine, create_sessionmaker
@@ -74,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await app.state.driver_pool.close()
             await engine.dispose()
 
-    app = FastAPI(
+    app = CreditsAPI(
         title="RankFrame credits service",
         version="1.0.0",
         description=API_DESCRIPTION,
@@ -90,17 +93,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.rate_limit_purchases_per_minute, settings.rate_limit_purchases_burst
         ),
     }
-    # Innermost first: the badge's fast lane sees requests after the request context and
-    # CORS middlewares, like any route.
-    app.add_middleware(BalanceFastLane)
     app.add_middleware(
         BodySizeLimitMiddleware,
         limit=settings.max_body_bytes,
         large_limit=settings.max_batch_body_bytes,
         large_paths=("/v1/generation-batches",),
     )
-    _install_cors(app, settings)
+    cors = cors_options(settings)
+    if cors is not None:
+        app.add_middleware(CORSMiddleware, **cors)
     app.add_middleware(RequestContextMiddleware)
+    app.badge_lane = RequestContextMiddleware(
+        BalanceFastLane(
+            app.framework,
+            functools.partial(CORSMiddleware, **cors) if cors is not None else None,
+        )
+    )
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(accounts_router)
@@ -123,19 +131,37 @@ def plugin_origin_regex(settings: Settings) -> str | None:
     return "^(" + "|".join(patterns) + ")$" if patterns else None
 
 
-def _install_cors(app: FastAPI, settings: Settings) -> None:
+def cors_options(settings: Settings) -> dict[str, Any] | None:
+    """`CORSMiddleware`'s options, or None: no CORS headers for anyone."""
     origin_regex = plugin_origin_regex(settings)
     if origin_regex is None:
-        return  # no CORS headers for anyone
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origin_regex=origin_regex,
-        allow_credentials=False,  # bearer tokens, no cookies: never `*` with credentials
-        allow_methods=["GET", "POST", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-        expose_headers=["Retry-After", "X-Request-ID"],
-        max_age=600,
-    )
+        return None
+    return {
+        "allow_origin_regex": origin_regex,
+        "allow_credentials": False,  # bearer tokens, no cookies: never `*` with credentials
+        "allow_methods": ["GET", "POST", "DELETE"],
+        "allow_headers": ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        "expose_headers": ["Retry-After", "X-Request-ID"],
+        "max_age": 600,
+    }
+
+
+class CreditsAPI(FastAPI):
+    """FastAPI, with the badge polled by every open plugin sent to its fast lane
+    (`app.credits.fast_lane`) before the framework's own layers; the lane hands back to
+    `framework` whatever it does not answer."""
+
+    badge_lane: ASGIApp | None = None
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.badge_lane is not None and is_badge_request(scope):
+            scope["app"] = self
+            await self.badge_lane(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _register_problem_schemas(app: FastAPI) -> None:

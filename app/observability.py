@@ -5,9 +5,9 @@ import contextvars
 import json
 import logging
 import re
+import secrets
 import sys
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -74,6 +74,11 @@ def configure_logging(level: str) -> None:
 access_logger = logging.getLogger("app.access")
 
 
+_APPLIED = "rankframe.request_context"
+"""Scope key: the context is applied once even when a request passes two stacks (the
+badge's fast lane hands some requests on to the framework's own stack)."""
+
+
 class RequestContextMiddleware:
     """Pure ASGI (no per-request task): request id in and out, an access log line, and the
     request metrics by route template."""
@@ -82,11 +87,17 @@ class RequestContextMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or _APPLIED in scope:
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(_REQUEST_ID_HEADER, b"").decode("latin-1")
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope[_APPLIED] = True
+        incoming = b""
+        for name, value in scope["headers"]:
+            if name == _REQUEST_ID_HEADER:
+                incoming = value
+                break
+        text = incoming.decode("latin-1")
+        request_id = text if _SAFE_REQUEST_ID.match(text) else secrets.token_hex(16)
         request_token = request_id_var.set(request_id)
         account_token = account_id_var.set(None)
         started = time.perf_counter()

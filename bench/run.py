@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import raw_sql  # noqa: E402
 from bench.common import (  # noqa: E402
     LoadResult,
     RssSampler,
@@ -80,7 +81,7 @@ def seed_ledger(account_id: str, rows: int) -> None:
     psql(DATABASE, "ANALYZE")
 
 
-def balance_rows(service, seconds: int, connections: int) -> tuple[list[Row], str]:  # type: ignore[no-untyped-def]
+def balance_rows(service, seconds: int, connections: int) -> tuple[list[Row], str, str]:  # type: ignore[no-untyped-def]
     with admin(service) as client:
         account_id, key = new_account(client, "balance@bench.example", 1000)
         _, empty_key = new_account(client, "empty@bench.example", 0)
@@ -96,6 +97,7 @@ def balance_rows(service, seconds: int, connections: int) -> tuple[list[Row], st
     big = wrk(url, connections=8, seconds=seconds, headers={"Authorization": f"Bearer {big_key}"})
     rows = [
         Row("GET /v1/balance (API key auth)", served, None, "raw: single-row select"),
+        Row("  the same, raw: the badge's own statement", served, None, "key, account, balance"),
         Row("balance, 0 ledger rows (8 clients)", empty, None),
         Row(
             "balance, 1,000,000 ledger rows (8 clients)",
@@ -104,7 +106,7 @@ def balance_rows(service, seconds: int, connections: int) -> tuple[list[Row], st
             f"p50 {big.p50_ms / empty.p50_ms:.2f}x the 0-row figure",
         ),
     ]
-    return rows, account_id
+    return rows, account_id, key.split("_")[1]
 
 
 def generation_accounts(service, count: int, credits: int) -> Path:  # type: ignore[no-untyped-def]
@@ -157,11 +159,13 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=1000, help="accounts for the cycle")
     args = parser.parse_args()
 
-    script = (Path(__file__).parent / "generation_cycle.sql").read_text()
+    script = raw_sql.generation_cycle()
     lua = Path(__file__).parent / "generation.lua"
     hot_credits = 10_000_000
     env = {
-        "DB_POOL_SIZE": "20",
+        # Per worker: 10 (+10 overflow) for transactions and 10 on the driver pool, so two
+        # workers stay well inside PostgreSQL's 100 connections.
+        "DB_POOL_SIZE": "10",
         "STARTER_CREDITS": "0",
         "RATE_LIMIT_GENERATIONS_PER_MINUTE": "100000000",
         "RATE_LIMIT_GENERATIONS_BURST": "100000000",
@@ -171,7 +175,9 @@ def main() -> int:
         # same SQL raw, on the same data, in the same run.
         with production_service(DATABASE, args.workers, **env) as service:
             with RssSampler(service) as rss:
-                rows, balance_account = balance_rows(service, args.seconds, args.connections)
+                rows, balance_account, balance_lookup = balance_rows(
+                    service, args.seconds, args.connections
+                )
                 keys = generation_accounts(service, args.accounts, 1_000_000)
                 cycle = wrk(
                     f"{service.url}/v1/generations",
@@ -211,6 +217,13 @@ def main() -> int:
             seconds=args.seconds,
             variables={"acct": balance_account},
         )
+        raw_badge = pgbench(
+            DATABASE,
+            raw_sql.balance_read(),
+            clients=args.connections,
+            seconds=args.seconds,
+            variables={"lookup": balance_lookup},
+        )
         raw_cycle = pgbench(
             DATABASE,
             script,
@@ -219,16 +232,19 @@ def main() -> int:
             variables={"accounts": str(args.accounts)},
         )
         psql(DATABASE, "DELETE FROM bench_account WHERE n <> 1")
+        hot_lookup = hot_keys[0].read_text().split("_")[1]
         psql(
             DATABASE,
             f"UPDATE bench_account SET account_id = '{hot_id}'::uuid, site_id = "
-            f"(SELECT id FROM site WHERE account_id = '{hot_id}'::uuid)",
+            f"(SELECT id FROM site WHERE account_id = '{hot_id}'::uuid), "
+            f"lookup_id = '{hot_lookup}'",
         )
         raw_hot = pgbench(
             DATABASE, script, clients=64, seconds=args.seconds, variables={"accounts": "1"}
         )
 
     rows[0].raw = raw_balance
+    rows[1].raw = raw_badge
     rows.append(
         Row(
             f"generation cycle, {args.accounts} accounts",

@@ -113,3 +113,26 @@ def test_token_bucket_allows_the_burst_then_refills_at_the_rate():
     now[0] = 1.0
     assert limiter.acquire("a") == 0.0
     assert limiter.acquire("a") > 0
+
+
+@pytest.mark.parametrize("live_key", [True, False])
+async def test_the_badge_carries_cors_headers_once_for_the_plugin_only(cors_client, live_key):
+    """The badge's fast lane (PostgreSQL) and the route (SQLite, or any key the lane does
+    not answer) apply the same CORS rules, once."""
+    account = await new_account(cors_client)
+    key = account.key if live_key else account.key + "x"
+    origin = f"https://{PLUGIN}.plugins.framercdn.com"
+    response = await cors_client.get(
+        "/v1/balance", headers={"Authorization": f"Bearer {key}", "Origin": origin}
+    )
+    assert response.status_code == (200 if live_key else 401)
+    assert response.headers.get_list("access-control-allow-origin") == [origin]
+    exposed = response.headers["access-control-expose-headers"].lower()
+    assert "x-request-id" in exposed and "retry-after" in exposed
+    assert response.headers.get_list("vary") == ["Origin"]
+    assert len(response.headers.get_list("x-request-id")) == 1
+    evil = await cors_client.get(
+        "/v1/balance", headers={"Authorization": f"Bearer {key}", "Origin": "https://evil.example"}
+    )
+    assert evil.status_code == response.status_code
+    assert "access-control-allow-origin" not in evil.headers

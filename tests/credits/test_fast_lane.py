@@ -147,7 +147,7 @@ async def test_the_lane_answers_a_live_key_without_the_framework(pg_app, pg_clie
             "headers": [(b"authorization", authorization.encode())],
             "app": pg_app,
         }
-        await BalanceFastLane(framework)(scope, None, send)
+        await BalanceFastLane(framework, None)(scope, None, send)
         return sent
 
     start, body = await answer(f"Bearer {account.key}")
@@ -156,3 +156,21 @@ async def test_the_lane_answers_a_live_key_without_the_framework(pg_app, pg_clie
     assert json.loads(body["body"])["available"] == 12
     assert await answer(f"Bearer {account.key}x") == []
     assert passed_on == ["/v1/balance"]
+
+
+async def test_a_request_handed_on_is_counted_and_logged_once(pg_client, caplog):
+    labels = {"method": "GET", "route": "/v1/balance", "status": "401"}
+    text = (await pg_client.get("/metrics")).text
+    before = metric(text, "rankframe_http_requests_total", **labels)
+    caplog.set_level("INFO", logger="app.access")
+    response = await pg_client.get(
+        "/v1/balance", headers={"Authorization": f"Bearer rfk_{'1' * 16}_{'y' * 43}"}
+    )
+    assert response.status_code == 401
+    assert len(response.headers.get_list("x-request-id")) == 1
+    after = metric(
+        (await pg_client.get("/metrics")).text, "rankframe_http_requests_total", **labels
+    )
+    assert after == before + 1
+    lines = [r for r in caplog.records if r.name == "app.access" and r.path == "/v1/balance"]
+    assert [(r.route, r.status) for r in lines] == [("/v1/balance", 401)]
