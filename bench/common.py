@@ -70,7 +70,13 @@ class Service:
 
 
 @contextlib.contextmanager
-def production_service(database: str, workers: int, **env: str) -> Iterator[Service]:
+def production_service(
+    database: str,
+    workers: int,
+    target: str = "app.main:app",
+    ready_path: str = "/readyz",
+    **env: str,
+) -> Iterator[Service]:
     """uvicorn with several worker processes, production settings, no access log."""
     port = free_port()
     environment = {
@@ -86,7 +92,7 @@ def production_service(database: str, workers: int, **env: str) -> Iterator[Serv
             sys.executable,
             "-m",
             "uvicorn",
-            "app.main:app",
+            target,
             "--port",
             str(port),
             "--workers",
@@ -103,7 +109,7 @@ def production_service(database: str, workers: int, **env: str) -> Iterator[Serv
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             time.sleep(0.2)
