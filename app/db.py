@@ -113,6 +113,49 @@ async def create_driver_pool(settings: Settings) -> asyncpg.Pool | None:
     return pool
 
 
+class StatementRunner:
+    """Single statements (each atomic on its own) on connections kept out of the driver
+    pool: the badge and authentication run on every request, and asyncpg's acquire and
+    release (timeouts, shields, queue bookkeeping) cost about a fifth of such a request
+    (docs/benchmarks.md). Up to `keep` connections are leased from the pool for good; when
+    all are busy the statement runs on the pool as usual. A connection whose statement
+    failed or was cancelled goes back to the pool, which resets or replaces it."""
+
+    def __init__(self, pool: asyncpg.Pool, keep: int) -> None:
+        self.pool = pool
+        self._keep = keep
+        self._kept = 0
+        self._idle: list[asyncpg.Connection] = []
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        if self._idle:
+            connection = self._idle.pop()
+        elif self._kept < self._keep:
+            self._kept += 1
+            try:
+                connection = await self.pool.acquire()
+            except BaseException:
+                self._kept -= 1
+                raise
+        else:
+            return await self.pool.fetchrow(sql, *args)
+        try:
+            row = await connection.fetchrow(sql, *args)
+        except BaseException:
+            self._kept -= 1
+            await self.pool.release(connection)
+            raise
+        self._idle.append(connection)
+        return row
+
+    async def close(self) -> None:
+        """Give the kept connections back (before the pool closes)."""
+        idle, self._idle = self._idle, []
+        self._kept -= len(idle)
+        for connection in idle:
+            await self.pool.release(connection)
+
+
 async def _keep_session(_connection: asyncpg.Connection) -> None:
     """The pool's release hook: a no-op (see `create_driver_pool`)."""
 

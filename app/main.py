@@ -19,7 +19,7 @@ from app.credits.events import balance_events
 from app.credits.fast_lane import BalanceFastLane, is_badge_request
 from app.credits.router import router as credits_router
 from app.credits.sweeper import sweep_forever
-from app.db import create_driver_pool, create_engine, create_sessionmaker
+from app.db import StatementRunner, create_driver_pool, create_engine, create_sessionmaker
 from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_handlers
 from app.generation.router import router as generation_router
 from app.generation.worker import start_generation
@@ -57,6 +57,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         app.state.read_sessionmaker = create_sessionmaker(app.state.read_engine)
         app.state.driver_pool = await create_driver_pool(settings)
+        app.state.statements = (
+            StatementRunner(app.state.driver_pool, keep=max(1, settings.db_pool_size // 2))
+            if app.state.driver_pool is not None
+            else None
+        )
         sweeper = asyncio.create_task(
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )
@@ -73,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            if app.state.statements is not None:
+                await app.state.statements.close()
             if app.state.driver_pool is not None:
                 await app.state.driver_pool.close()
             await engine.dispose()

@@ -4,7 +4,9 @@ import asyncio
 
 import asyncpg
 import httpx
+import pytest
 
+from app.db import StatementRunner
 from app.main import create_app
 from tests.conftest import funded_account, make_settings
 
@@ -46,3 +48,37 @@ async def test_connections_the_server_closed_are_replaced_at_checkout(postgres_d
             assert response.status_code == 201, response.text
             balance = await client.get("/v1/balance", headers=account.auth)
             assert balance.json()["available"] == 5
+
+
+async def test_the_statement_runner_keeps_connections_and_gives_back_broken_ones(
+    postgres_database,
+):
+    pool = await asyncpg.create_pool(
+        postgres_database.url.replace("+asyncpg", ""), min_size=0, max_size=4
+    )
+    runner = StatementRunner(pool, keep=2)
+    try:
+        # More concurrent statements than kept connections: the rest use the pool.
+        values = await asyncio.gather(
+            *(runner.fetchrow("SELECT $1::int AS v, pg_sleep(0.05)", n) for n in range(10))
+        )
+        assert [row["v"] for row in values] == list(range(10))
+        assert (runner._kept, len(runner._idle)) == (2, 2)
+
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await runner.fetchrow("SELECT 1 / 0")
+        assert (runner._kept, len(runner._idle)) == (1, 1)
+
+        slow = asyncio.create_task(runner.fetchrow("SELECT pg_sleep(5)"))
+        await asyncio.sleep(0.2)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        # The cancelled statement's connection went back to the pool, not to the runner.
+        assert (runner._kept, len(runner._idle)) == (0, 0)
+        row = await asyncio.wait_for(runner.fetchrow("SELECT 7 AS v"), timeout=2)
+        assert row["v"] == 7
+        assert (runner._kept, len(runner._idle)) == (1, 1)
+    finally:
+        await runner.close()
+        await asyncio.wait_for(pool.close(), timeout=5)

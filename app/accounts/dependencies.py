@@ -52,9 +52,9 @@ async def current_account(request: Request, raw_key: BearerKey) -> Account:
     """The account whose API key authorised the request: one autocommit read on a connection
     given back at once (so an endpoint that calls a model holds no connection meanwhile);
     on PostgreSQL, on the driver pool."""
-    pool = request.app.state.driver_pool
-    if pool is not None:
-        account = await service.authenticate_on_pool(pool, raw_key)
+    statements = request.app.state.statements
+    if statements is not None:
+        account = await service.authenticate_on_driver(statements, raw_key)
     else:
         async with request.app.state.read_sessionmaker() as session:
             account = await service.authenticate(session, raw_key)

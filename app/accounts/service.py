@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-import asyncpg
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, ApiKey, Site
 from app.credits import service as credits
-from app.db import utcnow
+from app.db import StatementRunner, utcnow
 from app.errors import AppError, Conflict, NotFound
 
 API_KEY_PREFIX = "rfk_"
@@ -180,13 +179,13 @@ AUTHENTICATE_SQL = str(
 _ACCOUNT_COLUMNS = tuple(column.key for column in Account.__table__.columns)
 
 
-async def authenticate_on_pool(pool: asyncpg.Pool, raw_key: str) -> Account | None:
-    """`authenticate` as one statement on the driver pool (PostgreSQL): the account, not
-    attached to any session, or None."""
+async def authenticate_on_driver(statements: StatementRunner, raw_key: str) -> Account | None:
+    """`authenticate` as one statement on the driver's connections (PostgreSQL): the
+    account, not attached to any session, or None."""
     lookup_id = key_lookup_id(raw_key)
     if lookup_id is None:
         return None
-    row = await pool.fetchrow(AUTHENTICATE_SQL, lookup_id)
+    row = await statements.fetchrow(AUTHENTICATE_SQL, lookup_id)
     if row is None or not key_matches(raw_key, row["secret_hash"], row["revoked_at"]):
         return None
     return Account(**{name: row[name] for name in _ACCOUNT_COLUMNS})

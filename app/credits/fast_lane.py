@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.accounts.service import key_lookup_id, key_matches
 from app.credits import repository
 from app.credits.views import balance_read
+from app.db import StatementRunner
 from app.observability import account_id_var
 
 logger = logging.getLogger(__name__)
@@ -60,13 +61,13 @@ class BalanceFastLane:
 
     async def _badge(self, scope: Scope) -> bytes | None:
         """The badge's JSON, or None to let the framework answer."""
-        pool: asyncpg.Pool | None = getattr(scope["app"].state, "driver_pool", None)
+        statements: StatementRunner | None = getattr(scope["app"].state, "statements", None)
         raw_key = _bearer_credentials(scope["headers"])
         lookup_id = key_lookup_id(raw_key) if raw_key else None
-        if pool is None or raw_key is None or lookup_id is None:
+        if statements is None or raw_key is None or lookup_id is None:
             return None
         try:
-            row = await repository.balance_by_api_key_on_pool(pool, lookup_id)
+            row = await repository.balance_by_api_key_on_driver(statements, lookup_id)
         except _DATABASE_ERRORS:
             # The framework retries on its own pool and answers 503 if the database is
             # really gone.

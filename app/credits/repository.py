@@ -7,7 +7,6 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-import asyncpg
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import Dialect
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.accounts.models import Account, ApiKey
 from app.credits.models import CreditBalance, CreditHold, LedgerEntry
-from app.db import utcnow
+from app.db import StatementRunner, utcnow
 
 
 async def create_balance(session: AsyncSession, account_id: uuid.UUID) -> CreditBalance:
@@ -62,9 +61,9 @@ BALANCE_BY_API_KEY_SQL = str(_BALANCE_BY_API_KEY.compile(dialect=asyncpg_dialect
 """The badge statement for asyncpg (`$1` for the lookup id)."""
 
 
-async def balance_by_api_key_on_pool(pool: asyncpg.Pool, lookup_id: str) -> Any:
-    """The badge's statement on the driver pool (PostgreSQL): a record or None."""
-    return await pool.fetchrow(BALANCE_BY_API_KEY_SQL, lookup_id)
+async def balance_by_api_key_on_driver(statements: StatementRunner, lookup_id: str) -> Any:
+    """The badge's statement on the driver's connections (PostgreSQL): a record or None."""
+    return await statements.fetchrow(BALANCE_BY_API_KEY_SQL, lookup_id)
 
 
 async def balance_by_api_key(connection: AsyncConnection, lookup_id: str) -> Any:

@@ -37,14 +37,14 @@ def without_time(response: httpx.Response) -> tuple[int, dict[str, object], dict
 
 async def test_the_lane_and_the_route_answer_the_same(pg_app, pg_client):
     account = await funded_account(pg_client, 60_498)
-    pool = pg_app.state.driver_pool
-    assert pool is not None
+    statements = pg_app.state.statements
+    assert statements is not None
     laned = await pg_client.get("/v1/balance", headers=account.auth)
-    pg_app.state.driver_pool = None  # the lane steps aside: the route answers
+    pg_app.state.statements = None  # the lane steps aside: the route answers
     try:
         routed = await pg_client.get("/v1/balance", headers=account.auth)
     finally:
-        pg_app.state.driver_pool = pool
+        pg_app.state.statements = statements
     assert without_time(laned) == without_time(routed)
     assert without_time(laned) == (
         200,
@@ -119,9 +119,10 @@ async def test_a_driver_pool_failure_falls_back_to_the_route(postgres_database):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             account = await funded_account(client, 7)
-            await application.state.driver_pool.close()  # every fetch now raises
+            application.state.driver_pool.terminate()  # every statement on it now fails
             response = await client.get("/v1/balance", headers=account.auth)
-            application.state.driver_pool = None  # already closed: nothing to close at exit
+            # Already terminated: nothing to give back or close at exit.
+            application.state.statements = application.state.driver_pool = None
     assert response.status_code == 200, response.text
     assert response.json()["available"] == 7
 
