@@ -1,15 +1,12 @@
 """SQL for balances, holds and ledger entries. Callers own the transaction."""
 
-import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.accounts.models import Account, ApiKey
@@ -53,10 +50,6 @@ _BALANCE_BY_API_KEY = (
 """Built once: constructing a statement per request costs more than running it."""
 
 
-class _Row(SimpleNamespace):
-    """A driver row with attribute access, like SQLAlchemy's rows."""
-
-
 BALANCE_BY_API_KEY_SQL = str(_BALANCE_BY_API_KEY.compile(dialect=asyncpg_dialect()))
 """The badge statement for asyncpg (`$1` for the lookup id)."""
 
@@ -67,27 +60,11 @@ async def balance_by_api_key_on_driver(statements: StatementRunner, lookup_id: s
 
 
 async def balance_by_api_key(connection: AsyncConnection, lookup_id: str) -> Any:
-    """The hot path of the badge: key, subscription state and balance in one statement
-    (a row with the selected columns as attributes, or None).
-
-    On PostgreSQL the statement, compiled once, runs on the asyncpg connection itself:
-    SQLAlchemy's execution layer costs more than the query here (docs/benchmarks.md)."""
-    if connection.dialect.driver == "asyncpg":
-        driver = (await connection.get_raw_connection()).driver_connection
-        assert driver is not None
-        record = await driver.fetchrow(_asyncpg_sql(connection), lookup_id)
-        return _Row(**dict(record.items())) if record is not None else None
+    """Key, subscription state and balance in one statement (a row or None). On PostgreSQL
+    the badge's fast lane runs it on the driver (`balance_by_api_key_on_driver`); this is
+    the route's path: SQLite, and the cases the lane hands on."""
     result = await connection.execute(_BALANCE_BY_API_KEY, {"lookup_id": lookup_id})
     return result.one_or_none()
-
-
-@functools.cache
-def _compiled_for(dialect: Dialect) -> str:
-    return str(_BALANCE_BY_API_KEY.compile(dialect=dialect))
-
-
-def _asyncpg_sql(connection: AsyncConnection) -> str:
-    return _compiled_for(connection.dialect)
 
 
 async def lock_balance(session: AsyncSession, account_id: uuid.UUID) -> tuple[int, int] | None:
