@@ -113,6 +113,10 @@ async def create_driver_pool(settings: Settings) -> asyncpg.Pool | None:
     return pool
 
 
+ACQUIRE_TIMEOUT_SECONDS = 30.0
+"""Longest wait for a driver connection (SQLAlchemy's pool waits as long); then 503."""
+
+
 class StatementRunner:
     """Single statements (each atomic on its own) on connections kept out of the driver
     pool: the badge and authentication run on every request, and asyncpg's acquire and
@@ -133,12 +137,13 @@ class StatementRunner:
         elif self._kept < self._keep:
             self._kept += 1
             try:
-                connection = await self.pool.acquire()
+                connection = await self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS)
             except BaseException:
                 self._kept -= 1
                 raise
         else:
-            return await self.pool.fetchrow(sql, *args)
+            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as pooled:
+                return await pooled.fetchrow(sql, *args)
         try:
             row = await connection.fetchrow(sql, *args)
         except BaseException:

@@ -32,7 +32,7 @@ from app.credits import service as credits
 from app.credits.events import CHANNEL
 from app.credits.service import HoldOutcome
 from app.credits.views import balance_read, balance_snapshot
-from app.db import utcnow
+from app.db import ACQUIRE_TIMEOUT_SECONDS, utcnow
 from app.errors import AppError, NotFound, app_error_body
 from app.generation import repository
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
@@ -308,7 +308,7 @@ async def _reserve_fast(
         request_fingerprint=request_fingerprint,
     )
     try:
-        async with runtime.driver_pool.acquire() as connection:
+        async with runtime.driver_pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
             if idempotency_key is None:
                 record_id = await reserve(connection)  # one statement: atomic on its own
             else:
@@ -558,7 +558,7 @@ async def _charge_fast(
         completed_at=now,
     )
     _record_usage(generation, answer.model, answer)
-    async with runtime.driver_pool.acquire() as connection:
+    async with runtime.driver_pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
         if started.idempotency_record_id is None:
             outcome = await _charge_statement(connection, generation, started.account, now)
         else:
