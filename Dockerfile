@@ -8,8 +8,10 @@ COPY app ./app
 RUN /venv/bin/pip install .
 
 FROM python:3.12-slim
+# DB_POOL_SIZE=5: each worker opens at most 4 x 5 PostgreSQL connections, so the default
+# 4 workers stay under PostgreSQL's default max_connections of 100 (README, Configuration).
 ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 ENVIRONMENT=production \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus DB_POOL_SIZE=5
 RUN useradd --system --uid 10001 --home /srv rankframe
 WORKDIR /srv
 COPY --from=build /venv /venv

@@ -106,7 +106,8 @@ async def create_driver_pool(settings: Settings) -> asyncpg.Pool | None:
     pool: asyncpg.Pool = await asyncpg.create_pool(
         url.render_as_string(hide_password=False),
         min_size=0,  # connect on first use: the app starts without a database
-        max_size=settings.db_pool_size,
+        # Up to half kept by the `StatementRunner`, the rest for transactions.
+        max_size=2 * settings.db_pool_size,
         timeout=10,
         reset=_keep_session,
     )

@@ -58,14 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.read_sessionmaker = create_sessionmaker(app.state.read_engine)
         app.state.driver_pool = await create_driver_pool(settings)
         app.state.statements = (
-            StatementRunner(app.state.driver_pool, keep=max(1, settings.db_pool_size // 2))
+            StatementRunner(app.state.driver_pool, keep=settings.db_pool_size)
             if app.state.driver_pool is not None
             else None
         )
         sweeper = asyncio.create_task(
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )
-        generation = start_generation(settings, app.state.sessionmaker, app.state.driver_pool)
+        generation = start_generation(settings, app.state.sessionmaker, app.state.statements)
         app.state.generation = generation.runtime
         try:
             async with (

@@ -171,8 +171,8 @@ def main() -> int:
     lua = Path(__file__).parent / "generation.lua"
     hot_credits = 10_000_000
     env = {
-        # Per worker: 10 (+10 overflow) for transactions and 10 on the driver pool, so two
-        # workers stay well inside PostgreSQL's 100 connections.
+        # Per worker at most 40 connections (20 SQLAlchemy, 20 driver), 80 for two workers:
+        # inside PostgreSQL's 100.
         "DB_POOL_SIZE": "10",
         "STARTER_CREDITS": "0",
         "RATE_LIMIT_GENERATIONS_PER_MINUTE": "100000000",

@@ -32,7 +32,7 @@ from app.credits import service as credits
 from app.credits.events import CHANNEL
 from app.credits.service import HoldOutcome
 from app.credits.views import balance_read, balance_snapshot
-from app.db import ACQUIRE_TIMEOUT_SECONDS, utcnow
+from app.db import ACQUIRE_TIMEOUT_SECONDS, StatementRunner, utcnow
 from app.errors import AppError, NotFound, app_error_body
 from app.generation import repository
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
@@ -90,7 +90,7 @@ class GenerationRuntime:
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     provider: Provider
-    driver_pool: asyncpg.Pool | None = None
+    statements: StatementRunner | None = None
     """PostgreSQL: the single generation's reserve and charge run as one statement each."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     batch_created: asyncio.Event = field(default_factory=asyncio.Event)
@@ -234,7 +234,7 @@ async def create_generation(
     """One generation, start to end. Raises `AppError`s that leave everything unchanged
     (402, 403, 404, 409); returns the outcome of everything after the credit was reserved."""
     started: _Started | Outcome | None = None
-    if runtime.driver_pool is not None and accounts.is_usable(account):
+    if runtime.statements is not None and accounts.is_usable(account):
         started = await _reserve_fast(
             runtime, account, site_id, kind, payload, idempotency_key, request_fingerprint
         )
@@ -291,7 +291,7 @@ async def _reserve_fast(
 ) -> _Started | None:
     """PostgreSQL: the reserve as one statement (with the key's claim, one transaction).
     None when it did not reserve: nothing changed, and the ORM path decides why."""
-    assert runtime.driver_pool is not None
+    assert runtime.statements is not None
     generation_id, hold_id, now = uuid.uuid4(), uuid.uuid4(), utcnow()
     expires_at = now + timedelta(seconds=runtime.settings.hold_ttl_seconds)
     reserve = functools.partial(
@@ -308,12 +308,14 @@ async def _reserve_fast(
         request_fingerprint=request_fingerprint,
     )
     try:
-        async with runtime.driver_pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-            if idempotency_key is None:
-                record_id = await reserve(connection)  # one statement: atomic on its own
-            else:
-                async with connection.transaction():
-                    record_id = await reserve(connection)
+        if idempotency_key is None:
+            record_id = await reserve(runtime.statements)  # one statement: atomic on its own
+        else:
+            async with (
+                runtime.statements.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection,
+                connection.transaction(),
+            ):
+                record_id = await reserve(connection)
     except _NotReserved:
         return None
     metrics.count_credits("reserved", "hold", 1)
@@ -335,7 +337,7 @@ class _NotReserved(Exception):
 
 
 async def _reserve_statements(
-    connection: asyncpg.Connection,
+    connection: asyncpg.Connection | StatementRunner,
     *,
     account_id: uuid.UUID,
     site_id: uuid.UUID,
@@ -351,6 +353,7 @@ async def _reserve_statements(
     """Claim the key (if any) and reserve; the idempotency record's id, if any."""
     record_id: int | None = None
     if idempotency_key is not None:
+        assert isinstance(connection, asyncpg.Connection)  # the claim joins a transaction
         record_id = await connection.fetchval(
             repository.CLAIM_IDEMPOTENCY_KEY_SQL,
             _scope(account_id),
@@ -481,7 +484,7 @@ async def _finish(
     """The second short transaction: charge the credit or give it back, record the result,
     store the answer for the `Idempotency-Key`."""
     if (
-        runtime.driver_pool is not None
+        runtime.statements is not None
         and started.hold_id is not None
         and isinstance(answer, ProviderResult)
     ):
@@ -541,7 +544,7 @@ async def _charge_fast(
     """PostgreSQL: charge the credit and record the output in one statement (with storing
     the key's answer, one transaction). None when it changed nothing: the generation is no
     longer running or its hold is no longer open (the ORM path then decides)."""
-    assert runtime.driver_pool is not None and started.account is not None
+    assert runtime.statements is not None and started.account is not None
     now = utcnow()
     generation = Generation(
         id=started.generation_id,
@@ -558,27 +561,32 @@ async def _charge_fast(
         completed_at=now,
     )
     _record_usage(generation, answer.model, answer)
-    async with runtime.driver_pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-        if started.idempotency_record_id is None:
+    if started.idempotency_record_id is None:
+        outcome = await _charge_statement(runtime.statements, generation, started.account, now)
+    else:
+        async with (
+            runtime.statements.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection,
+            connection.transaction(),
+        ):
             outcome = await _charge_statement(connection, generation, started.account, now)
-        else:
-            async with connection.transaction():
-                outcome = await _charge_statement(connection, generation, started.account, now)
-                if outcome is not None:
-                    await connection.execute(
-                        repository.COMPLETE_IDEMPOTENCY_KEY_SQL,
-                        started.idempotency_record_id,
-                        outcome.status_code,
-                        json.dumps(outcome.body),
-                        now,
-                    )
+            if outcome is not None:
+                await connection.execute(
+                    repository.COMPLETE_IDEMPOTENCY_KEY_SQL,
+                    started.idempotency_record_id,
+                    outcome.status_code,
+                    json.dumps(outcome.body),
+                    now,
+                )
     if outcome is not None:
         metrics.count_credits("consumed", "consumption", 1)
     return outcome
 
 
 async def _charge_statement(
-    connection: asyncpg.Connection, generation: Generation, account: Account, now: datetime
+    connection: asyncpg.Connection | StatementRunner,
+    generation: Generation,
+    account: Account,
+    now: datetime,
 ) -> Outcome | None:
     balance = await connection.fetchrow(
         repository.CHARGE_GENERATION_SQL,

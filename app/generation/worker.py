@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.credits import service as credits
 from app.credits.service import Charge, HoldOutcome
-from app.db import utcnow
+from app.db import StatementRunner, utcnow
 from app.generation import repository
 from app.generation.providers import create_provider
 from app.generation.providers.base import (
@@ -416,9 +415,9 @@ class GenerationStack:
 def start_generation(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
-    driver_pool: asyncpg.Pool | None = None,
+    statements: StatementRunner | None = None,
 ) -> GenerationStack:
-    runtime = GenerationRuntime(settings, sessionmaker, create_provider(settings), driver_pool)
+    runtime = GenerationRuntime(settings, sessionmaker, create_provider(settings), statements)
     workers = BatchWorkers(runtime)
     workers.start()
     sweeper = asyncio.create_task(_sweep_interrupted_forever(runtime), name="generation-sweeper")
