@@ -39,7 +39,7 @@ class LedgerEntry(Base):
         CheckConstraint("amount <> 0", name="amount_non_zero"),
         Index("ix_ledger_entry_account_seq", "account_id", "seq"),
         # Exactly-once by construction: one starter grant per account, one consumption per
-        # hold, one purchase and one reversal per Polar order.
+        # hold, one purchase per Polar order and one reversal per order and refund level.
         Index(
             "uq_ledger_entry_starter_grant",
             "account_id",
@@ -62,8 +62,9 @@ class LedgerEntry(Base):
             sqlite_where=text("type = 'purchase'"),
         ),
         Index(
-            "uq_ledger_entry_reversal_order",
+            "uq_ledger_entry_reversal_order_level",
             "polar_order_id",
+            "refunded_cents",
             unique=True,
             postgresql_where=text("type = 'refund_reversal'"),
             sqlite_where=text("type = 'refund_reversal'"),
@@ -85,6 +86,8 @@ class LedgerEntry(Base):
     batch_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     purchase_intent_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     polar_order_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    refunded_cents: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Refund reversals: the order's cumulative refunded amount this reversal answers."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

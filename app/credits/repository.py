@@ -264,6 +264,17 @@ async def broken_chain_counts(session: AsyncSession) -> dict[uuid.UUID, int]:
     return {row[0]: row[1] for row in (await session.execute(statement)).all()}
 
 
+async def entries_for_order(
+    session: AsyncSession, type_: str, polar_order_id: str
+) -> list[LedgerEntry]:
+    statement = (
+        select(LedgerEntry)
+        .where(LedgerEntry.type == type_, LedgerEntry.polar_order_id == polar_order_id)
+        .order_by(LedgerEntry.seq)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
 async def entry_for_order(
     session: AsyncSession, type_: str, polar_order_id: str
 ) -> LedgerEntry | None:

@@ -446,6 +446,7 @@ async def take(
     at_most_available: bool = False,
     polar_order_id: str | None = None,
     purchase_intent_id: uuid.UUID | None = None,
+    refunded_cents: int | None = None,
 ) -> LedgerEntry | None:
     """Remove credits from available (negative adjustment, refund reversal).
 
@@ -474,6 +475,7 @@ async def take(
         description,
         purchase_intent_id=purchase_intent_id,
         polar_order_id=polar_order_id,
+        refunded_cents=refunded_cents,
     )
 
 
@@ -518,8 +520,22 @@ async def has_purchased(session: AsyncSession, account_id: uuid.UUID) -> bool:
 async def entry_for_order(
     session: AsyncSession, type: str, polar_order_id: str
 ) -> LedgerEntry | None:
-    """The `purchase` or `refund_reversal` entry of a Polar order (at most one each)."""
+    """The first `purchase` or `refund_reversal` entry of a Polar order (one purchase per
+    order; one reversal per order and refund level)."""
     return await repository.entry_for_order(session, type, polar_order_id)
+
+
+async def reversals_for_order(session: AsyncSession, polar_order_id: str) -> list[LedgerEntry]:
+    return await repository.entries_for_order(session, "refund_reversal", polar_order_id)
+
+
+async def lock_balance(session: AsyncSession, account_id: uuid.UUID) -> Balance:
+    """Hold the account's balance row lock until the transaction ends (serializes work that
+    decides from the ledger what to write next, such as successive refunds of one order)."""
+    locked = await repository.lock_balance(session, account_id)
+    if locked is None:
+        raise LookupError(f"no balance for account {account_id}")
+    return Balance(*locked)
 
 
 async def find_mismatches(session: AsyncSession) -> list[Mismatch]:

@@ -274,7 +274,10 @@ async def record_paid_order(session: AsyncSession, settings: Settings, order: Po
 async def record_refunded_order(
     session: AsyncSession, settings: Settings, order: PolarOrder
 ) -> str:
-    """Take back a refunded order's credits, at most what is available, once per order.
+    """Take back a refunded order's credits in proportion to what was refunded, at most what
+    is available. Polar reports the order's cumulative refund, so a second refund of the
+    same order (a partial one, then the rest) takes back the difference; a refund level
+    already answered, or a lower one arriving late, takes nothing.
 
     A refund that arrives before the order's `order.paid` (deliveries are not ordered)
     first grants the order, so a later `order.paid` cannot grant what was refunded."""
@@ -286,23 +289,31 @@ async def record_refunded_order(
     intent = await repository.find_intent_by_order(session, order.id)
     if intent is not None:
         intent = await repository.lock_intent(session, intent.id)
+    # Refunds of one order decide from the reversals already written: one at a time.
+    await credits.lock_balance(session, purchase.account_id)
     full = (
         order.status == "refunded"
         or order.total_amount <= 0
         or (order.refunded_amount >= order.total_amount)
     )
-    to_take = (
-        purchase.amount if full else purchase.amount * order.refunded_amount // order.total_amount
+    level = max(order.total_amount, 1) if full else order.refunded_amount
+    if full and intent is not None and intent.status != "refunded":
+        intent.status = "refunded"
+        await session.flush()
+    reversals = await credits.reversals_for_order(session, order.id)
+    if any(r.refunded_cents is None for r in reversals):
+        return "already_reversed"  # written under the one-reversal-per-order rule
+    answered = max((r.refunded_cents or 0 for r in reversals), default=0)
+    if level <= answered:
+        if reversals:
+            logger.info(
+                "a refund level already reversed: nothing more to take back",
+                extra={"polar_order_id": order.id, "refunded_cents": level},
+            )
+        return "already_reversed" if reversals else "nothing_to_reverse"
+    to_take = _refund_share(purchase.amount, level, order.total_amount) - _refund_share(
+        purchase.amount, answered, order.total_amount
     )
-    if await credits.entry_for_order(session, "refund_reversal", order.id) is not None:
-        if full and intent is not None and intent.status != "refunded":
-            intent.status = "refunded"
-            await session.flush()
-        logger.warning(
-            "a further refund of an order already reversed: not reversed again",
-            extra={"polar_order_id": order.id},
-        )
-        return "already_reversed"
     if to_take <= 0:
         return "nothing_to_reverse"
     try:
@@ -316,12 +327,10 @@ async def record_refunded_order(
                 at_most_available=True,
                 polar_order_id=order.id,
                 purchase_intent_id=purchase.purchase_intent_id,
+                refunded_cents=level,
             )
     except IntegrityError:
         return "already_reversed"
-    if intent is not None and full:
-        intent.status = "refunded"
-        await session.flush()
     taken = -entry.amount if entry is not None else 0
     if taken < to_take:
         logger.warning(
@@ -329,6 +338,13 @@ async def record_refunded_order(
             extra={"polar_order_id": order.id, "to_take": to_take, "taken": taken},
         )
     return "reversed" if taken else "nothing_available"
+
+
+def _refund_share(credits_bought: int, refunded_cents: int, total_cents: int) -> int:
+    """The credits that `refunded_cents` of an order of `total_cents` stands for."""
+    if total_cents <= 0 or refunded_cents >= total_cents:
+        return credits_bought
+    return credits_bought * refunded_cents // total_cents
 
 
 async def record_checkout_expired(

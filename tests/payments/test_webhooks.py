@@ -427,3 +427,63 @@ async def test_secret_is_checked_with_the_sdk_for_both_key_forms():
             frozenset({"order.paid"}),
             dict,
         )
+
+
+async def reversals_of(client, account) -> list[int]:
+    return [e["amount"] for e in await ledger(client, account) if e["type"] == "refund_reversal"]
+
+
+async def test_a_second_refund_of_an_order_takes_back_the_difference(pay_client, sessionmaker):
+    """Polar reports the order's cumulative refund: 25% refunded, then the rest."""
+    account = await new_account(pay_client)
+    paid = order(product_id=REFILL, account_id=account.id, total_amount=10_000)
+    await send_webhook(pay_client, "order.paid", paid)
+    quarter = {**paid, "status": "partially_refunded", "refunded_amount": 2_500}
+    assert (await send_webhook(pay_client, "order.refunded", quarter)).status_code == 202
+    assert await available(pay_client, account) == 22_500
+    rest = {**paid, "status": "refunded", "refunded_amount": 10_000}
+    assert (await send_webhook(pay_client, "order.refunded", rest)).status_code == 202
+    assert await available(pay_client, account) == 0
+    assert sorted(await reversals_of(pay_client, account)) == [-22_500, -7_500]
+    async with sessionmaker() as session, session.begin():
+        assert await credits.find_mismatches(session) == []
+
+
+async def test_successive_partial_refunds_take_back_the_cumulative_share_once(pay_client):
+    account = await new_account(pay_client)
+    paid = order(product_id=REFILL, account_id=account.id, total_amount=10_000)
+    await send_webhook(pay_client, "order.paid", paid)
+    quarter = {**paid, "status": "partially_refunded", "refunded_amount": 2_500}
+    sixty = {**paid, "status": "partially_refunded", "refunded_amount": 6_000}
+    for event in (quarter, sixty, sixty, quarter):  # redeliveries and a late lower level
+        assert (await send_webhook(pay_client, "order.refunded", event)).status_code == 202
+    assert await available(pay_client, account) == 12_000
+    assert sorted(await reversals_of(pay_client, account)) == [-10_500, -7_500]
+
+
+async def test_a_partial_refund_arriving_after_the_full_one_takes_nothing_more(pay_client):
+    account = await new_account(pay_client)
+    paid = order(product_id=REFILL, account_id=account.id, total_amount=10_000)
+    await send_webhook(pay_client, "order.paid", paid)
+    full = {**paid, "status": "refunded", "refunded_amount": 10_000}
+    partial = {**paid, "status": "partially_refunded", "refunded_amount": 4_000}
+    assert (await send_webhook(pay_client, "order.refunded", full)).status_code == 202
+    assert (await send_webhook(pay_client, "order.refunded", partial)).status_code == 202
+    assert await available(pay_client, account) == 0
+    assert await reversals_of(pay_client, account) == [-30_000]
+
+
+async def test_concurrent_refunds_of_one_order_take_back_the_order_once(pay_client):
+    account = await new_account(pay_client)
+    paid = order(product_id=REFILL, account_id=account.id, total_amount=10_000)
+    await send_webhook(pay_client, "order.paid", paid)
+    events = [
+        {**paid, "status": "partially_refunded", "refunded_amount": cents}
+        for cents in (2_000, 5_000, 8_000)
+    ] + [{**paid, "status": "refunded", "refunded_amount": 10_000}] * 3
+    responses = await asyncio.gather(
+        *(send_webhook(pay_client, "order.refunded", event) for event in events)
+    )
+    assert {r.status_code for r in responses} == {202}
+    assert await available(pay_client, account) == 0
+    assert sum(await reversals_of(pay_client, account)) == -30_000
