@@ -5,6 +5,7 @@ Writes are serialized per account: on PostgreSQL by row locks (conditional `UPDA
 which takes the database's single write lock up front.
 """
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -93,34 +94,48 @@ def _replace_closed_connections(engine: AsyncEngine) -> None:
             raise DisconnectionError("the server closed this connection")
 
 
-async def create_driver_pool(settings: Settings) -> asyncpg.Pool | None:
-    """PostgreSQL only: a small asyncpg pool for the hottest single statements (the badge,
-    authentication, a generation's reserve and charge), each atomic on its own.
+ACQUIRE_TIMEOUT_SECONDS = 30.0
+"""Longest wait for a driver connection (SQLAlchemy's pool waits as long); then 503."""
 
-    SQLAlchemy's execution layer costs more than these statements do (docs/benchmarks.md).
-    Connections go back to the pool without asyncpg's reset round trip: nothing run on
-    them leaves session state behind (no transactions left open, no SET, no LISTEN)."""
+
+class Record(asyncpg.Record):
+    """Driver rows with attribute access too (`row.available`), like SQLAlchemy's rows, so
+    code that reads a row does not care which path fetched it."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+async def create_statement_runner(settings: Settings) -> "StatementRunner | None":
+    """PostgreSQL only: the asyncpg driver for the hottest statements (the badge,
+    authentication, a generation's reserve and charge), each atomic on its own or in a
+    short transaction. SQLAlchemy's execution layer costs more than these statements do
+    (docs/benchmarks.md).
+
+    Connections go back to the pool without asyncpg's reset round trip: nothing run on them
+    leaves session state behind (no SET, no LISTEN; asyncpg still rolls back a transaction
+    left open)."""
     if settings.is_sqlite:
         return None
     url = make_url(settings.database_url).set(drivername="postgresql")
     pool: asyncpg.Pool = await asyncpg.create_pool(
         url.render_as_string(hide_password=False),
         min_size=0,  # connect on first use: the app starts without a database
-        # Up to half kept by the `StatementRunner`, the rest for transactions.
+        # Up to half kept by the runner for single statements, the rest for transactions.
         max_size=2 * settings.db_pool_size,
         timeout=10,
         reset=_keep_session,
+        record_class=Record,
     )
-    return pool
-
-
-ACQUIRE_TIMEOUT_SECONDS = 30.0
-"""Longest wait for a driver connection (SQLAlchemy's pool waits as long); then 503."""
+    return StatementRunner(pool, keep=settings.db_pool_size)
 
 
 class StatementRunner:
-    """Single statements (each atomic on its own) on connections kept out of the driver
-    pool: the badge and authentication run on every request, and asyncpg's acquire and
+    """The driver pool, with single statements (each atomic on its own) on connections kept
+    out of it: the badge and authentication run on every request, and asyncpg's acquire and
     release (timeouts, shields, queue bookkeeping) cost about a fifth of such a request
     (docs/benchmarks.md). Up to `keep` connections are leased from the pool for good; when
     all are busy the statement runs on the pool as usual. A connection whose statement
@@ -154,16 +169,27 @@ class StatementRunner:
         self._idle.append(connection)
         return row
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pool connection in a transaction: committed at the end of the block, rolled
+        back if it raises."""
+        async with (
+            self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection,
+            connection.transaction(),
+        ):
+            yield connection
+
     async def close(self) -> None:
-        """Give the kept connections back (before the pool closes)."""
+        """Give the kept connections back and close the pool."""
         idle, self._idle = self._idle, []
         self._kept -= len(idle)
         for connection in idle:
             await self.pool.release(connection)
+        await self.pool.close()
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:
-    """The pool's release hook: a no-op (see `create_driver_pool`)."""
+    """The pool's release hook: a no-op (see `create_statement_runner`)."""
 
 
 def _serialize_sqlite_writes(engine: AsyncEngine) -> None:

@@ -19,7 +19,7 @@ from app.credits.events import balance_events
 from app.credits.fast_lane import BalanceFastLane, is_badge_request
 from app.credits.router import router as credits_router
 from app.credits.sweeper import sweep_forever
-from app.db import StatementRunner, create_driver_pool, create_engine, create_sessionmaker
+from app.db import create_engine, create_sessionmaker, create_statement_runner
 from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_handlers
 from app.generation.router import router as generation_router
 from app.generation.worker import start_generation
@@ -56,12 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # BEGIN/COMMIT round trips and, on SQLite, no write lock.
         app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         app.state.read_sessionmaker = create_sessionmaker(app.state.read_engine)
-        app.state.driver_pool = await create_driver_pool(settings)
-        app.state.statements = (
-            StatementRunner(app.state.driver_pool, keep=settings.db_pool_size)
-            if app.state.driver_pool is not None
-            else None
-        )
+        app.state.statements = await create_statement_runner(settings)
         sweeper = asyncio.create_task(
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )
@@ -80,8 +75,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await sweeper
             if app.state.statements is not None:
                 await app.state.statements.close()
-            if app.state.driver_pool is not None:
-                await app.state.driver_pool.close()
             await engine.dispose()
 
     app = CreditsAPI(
@@ -109,12 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     cors = cors_options(settings)
     if cors is not None:
         app.add_middleware(CORSMiddleware, **cors)
-    app.add_middleware(RequestContextMiddleware)
-    app.badge_lane = RequestContextMiddleware(
-        BalanceFastLane(
-            app.framework,
-            functools.partial(CORSMiddleware, **cors) if cors is not None else None,
-        )
+    app.badge_lane = BalanceFastLane(
+        app.framework,
+        functools.partial(CORSMiddleware, **cors) if cors is not None else None,
     )
     install_error_handlers(app)
     app.include_router(health_router)
@@ -154,21 +144,32 @@ def cors_options(settings: Settings) -> dict[str, Any] | None:
 
 
 class CreditsAPI(FastAPI):
-    """FastAPI, with the badge polled by every open plugin sent to its fast lane
-    (`app.credits.fast_lane`) before the framework's own layers; the lane hands back to
-    `framework` whatever it does not answer."""
+    """FastAPI behind the request context (request id, access log, metrics), which wraps
+    every HTTP request once, the framework's own error responses included. The badge polled
+    by every open plugin goes to its fast lane (`app.credits.fast_lane`) before the
+    framework's layers; the lane hands back to `framework` whatever it does not answer."""
 
     badge_lane: ASGIApp | None = None
 
     async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @functools.cached_property
+    def _http(self) -> ASGIApp:
+        return RequestContextMiddleware(self._dispatch)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.badge_lane is not None and is_badge_request(scope):
             scope["app"] = self
             await self.badge_lane(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+        else:
+            await self.framework(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        else:
+            await self.framework(scope, receive, send)
 
 
 def _register_problem_schemas(app: FastAPI) -> None:

@@ -74,11 +74,6 @@ def configure_logging(level: str) -> None:
 access_logger = logging.getLogger("app.access")
 
 
-_APPLIED = "rankframe.request_context"
-"""Scope key: the context is applied once even when a request passes two stacks (the
-badge's fast lane hands some requests on to the framework's own stack)."""
-
-
 class RequestContextMiddleware:
     """Pure ASGI (no per-request task): request id in and out, an access log line, and the
     request metrics by route template."""
@@ -87,10 +82,9 @@ class RequestContextMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _APPLIED in scope:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope[_APPLIED] = True
         incoming = b""
         for name, value in scope["headers"]:
             if name == _REQUEST_ID_HEADER:

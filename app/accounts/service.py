@@ -186,7 +186,7 @@ async def authenticate_on_driver(statements: StatementRunner, raw_key: str) -> A
     if lookup_id is None:
         return None
     row = await statements.fetchrow(AUTHENTICATE_SQL, lookup_id)
-    if row is None or not key_matches(raw_key, row["secret_hash"], row["revoked_at"]):
+    if row is None or not key_matches(raw_key, row.secret_hash, row.revoked_at):
         return None
     return Account(**{name: row[name] for name in _ACCOUNT_COLUMNS})
 

@@ -9,20 +9,19 @@ This layer answers the common case itself: a well-formed `Bearer` key that is li
 Everything else (no or malformed credentials, an unknown or revoked key, SQLite, a
 database error, any surprise) goes on to the framework and the route `get_balance`, which
 stays the documented contract and answers those cases. The body is built by the same
-`balance_read` with the same model, so both paths answer the same JSON.
+`badge_for_key` with the same model, so both paths answer the same JSON.
 """
 
 import logging
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
 
 import asyncpg
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.accounts.service import key_lookup_id, key_matches
+from app.accounts.service import key_lookup_id
 from app.credits import repository
-from app.credits.views import balance_read
+from app.credits.views import badge_for_key
 from app.db import StatementRunner
 from app.observability import account_id_var
 
@@ -73,13 +72,13 @@ class BalanceFastLane:
             # really gone.
             logger.warning("balance fast lane: database error, answering via the router")
             return None
-        if row is None or not key_matches(raw_key, row["secret_hash"], row["revoked_at"]):
+        found = badge_for_key(raw_key, row)
+        if found is None:
             return None  # the route answers 401
-        account_id = row["account_id"]
+        account_id, badge = found
         scope["route"] = _ROUTE
         scope.setdefault("state", {})["account_id"] = account_id
         account_id_var.set(str(account_id))
-        badge = balance_read(row["available"], row["reserved"], _Subscription(row))
         return badge.model_dump_json().encode()
 
 
@@ -111,14 +110,3 @@ def _bearer_credentials(headers: list[tuple[bytes, bytes]]) -> str | None:
                 return None
             return credentials.strip() or None
     return None
-
-
-class _Subscription:
-    """A record's subscription columns as attributes (`SubscriptionState`)."""
-
-    __slots__ = ("subscription_status", "trial_ends_at", "current_period_end")
-
-    def __init__(self, row: Any) -> None:
-        self.subscription_status = row["subscription_status"]
-        self.trial_ends_at = row["trial_ends_at"]
-        self.current_period_end = row["current_period_end"]

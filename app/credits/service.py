@@ -520,8 +520,7 @@ async def has_purchased(session: AsyncSession, account_id: uuid.UUID) -> bool:
 async def entry_for_order(
     session: AsyncSession, type: str, polar_order_id: str
 ) -> LedgerEntry | None:
-    """The first `purchase` or `refund_reversal` entry of a Polar order (one purchase per
-    order; one reversal per order and refund level)."""
+    """The entry of type `type` of a Polar order (the first, for types with several)."""
     return await repository.entry_for_order(session, type, polar_order_id)
 
 

@@ -1,6 +1,7 @@
 """Read models shared by the balance endpoint, its live stream and the admin view."""
 
 import uuid
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -19,7 +20,11 @@ async def balance_for_key(
     lookup_id = key_lookup_id(raw_key)
     if lookup_id is None:
         return None
-    row = await repository.balance_by_api_key(connection, lookup_id)
+    return badge_for_key(raw_key, await repository.balance_by_api_key(connection, lookup_id))
+
+
+def badge_for_key(raw_key: str, row: Any) -> tuple[uuid.UUID, BalanceRead] | None:
+    """The badge from the badge statement's row, if the key is live and matches."""
     if row is None or not key_matches(raw_key, row.secret_hash, row.revoked_at):
         return None
     return row.account_id, balance_read(row.available, row.reserved, row)

@@ -313,7 +313,7 @@ async def queued_item_holds(session: AsyncSession) -> list[uuid.UUID]:
     return list((await session.execute(statement)).scalars())
 
 
-# --- the single generation's fast path on PostgreSQL (asyncpg, `app.db.create_driver_pool`) ---
+# --- the single generation's fast path on PostgreSQL (asyncpg, `app.db.StatementRunner`) ---
 #
 # Each statement is atomic on its own and does, in one round trip, what the ORM path does in
 # several; on anything unusual it changes nothing and returns no row, and the caller takes

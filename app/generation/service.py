@@ -11,7 +11,6 @@ moved (`402`, `403`, `404`, `422`) store nothing either.
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import time
@@ -32,7 +31,7 @@ from app.credits import service as credits
 from app.credits.events import CHANNEL
 from app.credits.service import HoldOutcome
 from app.credits.views import balance_read, balance_snapshot
-from app.db import ACQUIRE_TIMEOUT_SECONDS, StatementRunner, utcnow
+from app.db import StatementRunner, utcnow
 from app.errors import AppError, NotFound, app_error_body
 from app.generation import repository
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
@@ -294,28 +293,21 @@ async def _reserve_fast(
     assert runtime.statements is not None
     generation_id, hold_id, now = uuid.uuid4(), uuid.uuid4(), utcnow()
     expires_at = now + timedelta(seconds=runtime.settings.hold_ttl_seconds)
-    reserve = functools.partial(
-        _reserve_statements,
-        account_id=account.id,
-        site_id=site_id,
-        generation_id=generation_id,
-        hold_id=hold_id,
-        kind=kind,
-        payload=payload,
-        now=now,
-        expires_at=expires_at,
-        idempotency_key=idempotency_key,
-        request_fingerprint=request_fingerprint,
-    )
     try:
-        if idempotency_key is None:
-            record_id = await reserve(runtime.statements)  # one statement: atomic on its own
-        else:
-            async with (
-                runtime.statements.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection,
-                connection.transaction(),
-            ):
-                record_id = await reserve(connection)
+        async with _one_statement_or_transaction(runtime.statements, idempotency_key) as executor:
+            record_id = await _reserve_statements(
+                executor,
+                account_id=account.id,
+                site_id=site_id,
+                generation_id=generation_id,
+                hold_id=hold_id,
+                kind=kind,
+                payload=payload,
+                now=now,
+                expires_at=expires_at,
+                idempotency_key=idempotency_key,
+                request_fingerprint=request_fingerprint,
+            )
     except _NotReserved:
         return None
     metrics.count_credits("reserved", "hold", 1)
@@ -334,6 +326,16 @@ async def _reserve_fast(
 
 class _NotReserved(Exception):
     """The fast reserve changed nothing (raised to roll back the key's claim)."""
+
+
+def _one_statement_or_transaction(
+    statements: StatementRunner, key: str | int | None
+) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection | StatementRunner]:
+    """Without an `Idempotency-Key` the fast path is one statement, atomic on its own; with
+    one, the key's record joins it in a transaction."""
+    if key is None:
+        return contextlib.nullcontext(statements)
+    return statements.transaction()
 
 
 async def _reserve_statements(
@@ -561,22 +563,18 @@ async def _charge_fast(
         completed_at=now,
     )
     _record_usage(generation, answer.model, answer)
-    if started.idempotency_record_id is None:
-        outcome = await _charge_statement(runtime.statements, generation, started.account, now)
-    else:
-        async with (
-            runtime.statements.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection,
-            connection.transaction(),
-        ):
-            outcome = await _charge_statement(connection, generation, started.account, now)
-            if outcome is not None:
-                await connection.execute(
-                    repository.COMPLETE_IDEMPOTENCY_KEY_SQL,
-                    started.idempotency_record_id,
-                    outcome.status_code,
-                    json.dumps(outcome.body),
-                    now,
-                )
+    record_id = started.idempotency_record_id
+    async with _one_statement_or_transaction(runtime.statements, record_id) as executor:
+        outcome = await _charge_statement(executor, generation, started.account, now)
+        if outcome is not None and record_id is not None:
+            assert isinstance(executor, asyncpg.Connection)
+            await executor.execute(
+                repository.COMPLETE_IDEMPOTENCY_KEY_SQL,
+                record_id,
+                outcome.status_code,
+                json.dumps(outcome.body),
+                now,
+            )
     if outcome is not None:
         metrics.count_credits("consumed", "consumption", 1)
     return outcome

@@ -304,12 +304,7 @@ async def record_refunded_order(
     if any(r.refunded_cents is None for r in reversals):
         return "already_reversed"  # written under the one-reversal-per-order rule
     answered = max((r.refunded_cents or 0 for r in reversals), default=0)
-    if level <= answered:
-        if reversals:
-            logger.info(
-                "a refund level already reversed: nothing more to take back",
-                extra={"polar_order_id": order.id, "refunded_cents": level},
-            )
+    if level <= answered:  # this level, or a higher one, was answered already
         return "already_reversed" if reversals else "nothing_to_reverse"
     to_take = _refund_share(purchase.amount, level, order.total_amount) - _refund_share(
         purchase.amount, answered, order.total_amount

@@ -119,10 +119,10 @@ async def test_a_driver_pool_failure_falls_back_to_the_route(postgres_database):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             account = await funded_account(client, 7)
-            application.state.driver_pool.terminate()  # every statement on it now fails
+            application.state.statements.pool.terminate()  # every statement now fails
             response = await client.get("/v1/balance", headers=account.auth)
             # Already terminated: nothing to give back or close at exit.
-            application.state.statements = application.state.driver_pool = None
+            application.state.statements = None
     assert response.status_code == 200, response.text
     assert response.json()["available"] == 7
 
