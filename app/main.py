@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.accounts.router import router as accounts_router
 from app.config import Settings, get_settings
+from app.credits.alerts_router import router as alerts_router
 from app.credits.events import balance_events
 from app.credits.fast_lane import BalanceFastLane, is_badge_request
 from app.credits.router import router as credits_router
@@ -26,6 +27,8 @@ from app.generation.worker import start_generation
 from app.health import router as health_router
 from app.limits import BodySizeLimitMiddleware, TokenBucketLimiter
 from app.observability import RequestContextMiddleware, configure_logging
+from app.outbound.dispatcher import run_outbound
+from app.outbound.router import router as outbound_router
 from app.payments.polar import polar_client
 from app.payments.router import router as payments_router
 
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with (
                 balance_events(settings) as app.state.balance_broadcaster,
                 polar_client(settings) as app.state.polar,
+                run_outbound(settings, app.state.sessionmaker),
             ):
                 yield
         finally:
@@ -112,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(credits_router)
     app.include_router(payments_router)
     app.include_router(generation_router)
+    app.include_router(alerts_router)
+    app.include_router(outbound_router)
     _register_problem_schemas(app)
     return app
 

@@ -1,10 +1,11 @@
 """Imports every model so `Base.metadata` is complete (Alembic, the reconcile command)."""
 
-from app.accounts.models import Account, ApiKey, Site
+from app.accounts.models import Account, ApiKey, PluginSession, Site
 from app.credits.models import CreditBalance, CreditHold, LedgerEntry
 from app.db import Base
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
 from app.idempotency import IdempotencyRecord
+from app.outbound.models import OutboundAttempt, OutboundEvent
 from app.payments.models import PurchaseIntent, WebhookEvent
 
 __all__ = [
@@ -18,6 +19,9 @@ __all__ = [
     "GenerationBatchItem",
     "IdempotencyRecord",
     "LedgerEntry",
+    "OutboundAttempt",
+    "OutboundEvent",
+    "PluginSession",
     "PurchaseIntent",
     "Site",
     "WebhookEvent",

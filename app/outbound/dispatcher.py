@@ -1,0 +1,181 @@
+"""The dispatcher: on every instance, sends due outbox events to `EVENTS_WEBHOOK_URL`.
+
+One round: a short transaction claims up to `EVENTS_DISPATCH_BATCH` due events (`SELECT ...
+FOR UPDATE SKIP LOCKED`, so instances take different events, then each is pushed out of
+reach for `EVENTS_CLAIM_SECONDS`); the POSTs go out with no transaction or connection held
+(each at most `EVENTS_TIMEOUT_SECONDS`, redirects not followed); a second transaction
+records every attempt, for events still under this claim. An instance killed mid-round
+leaves its events pending: once the claim runs out, any instance sends them again with
+the same `webhook-id` (at least once; receivers dedupe by that id). The claim outlives
+the timeout, so two instances never send one event at the same time.
+
+Every attempt is a Standard Webhooks message (`standardwebhooks`): `webhook-id` (the
+event's), `webhook-timestamp` (now) and `webhook-signature` over the stored body.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from standardwebhooks.webhooks import Webhook
+
+from app import metrics
+from app.config import Settings
+from app.db import utcnow
+from app.outbound import repository, service
+from app.outbound.models import OutboundEvent
+from app.outbound.service import AttemptResult
+
+logger = logging.getLogger(__name__)
+
+PRUNE_EVERY_SECONDS = 600.0
+
+
+def events_configured(settings: Settings) -> bool:
+    return bool(settings.events_webhook_url) and settings.events_webhook_secret is not None
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    event: OutboundEvent
+    claimed_until: datetime
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        client: httpx.AsyncClient,
+    ) -> None:
+        assert settings.events_webhook_url and settings.events_webhook_secret is not None
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.client = client
+        self.url = settings.events_webhook_url
+        self.signer = Webhook(settings.events_webhook_secret.get_secret_value())
+
+    async def run_once(self) -> int:
+        """One round; the number of events attempted."""
+        now = utcnow()
+        claimed_until = now + timedelta(seconds=self.settings.events_claim_seconds)
+        async with self.sessionmaker() as session, session.begin():
+            events = await repository.claim_due(
+                session, now, self.settings.events_dispatch_batch, claimed_until
+            )
+        if not events:
+            return 0
+        results = await asyncio.gather(*(self._send(event) for event in events))
+        outcomes = []
+        async with self.sessionmaker() as session, session.begin():
+            now = utcnow()
+            for event, result in zip(events, results, strict=True):
+                locked = await repository.lock_claimed(session, event.id, claimed_until)
+                if locked is None:
+                    continue  # redelivered or taken over meanwhile: not ours to record
+                outcome = await service.record_attempt(
+                    session,
+                    locked,
+                    result,
+                    schedule=self.settings.events_retry_schedule_seconds,
+                    now=now,
+                )
+                outcomes.append((locked.type, outcome))
+        for event_type, outcome in outcomes:
+            metrics.EVENT_DELIVERIES.labels(event_type, outcome.value).inc()
+        return len(events)
+
+    async def _send(self, event: OutboundEvent) -> AttemptResult:
+        message_id = service.webhook_id(event)
+        sent_at = utcnow()
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "RankFrame-Credits-Webhooks/1",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(sent_at.timestamp())),
+            "webhook-signature": self.signer.sign(message_id, sent_at, event.body),
+        }
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.settings.events_timeout_seconds):
+                response = await self.client.post(
+                    self.url, content=event.body.encode(), headers=headers
+                )
+        except TimeoutError:
+            error: str | None = f"no answer within {self.settings.events_timeout_seconds:g} s"
+            status_code = None
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            status_code = None
+        else:
+            status_code = response.status_code
+            error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
+        elapsed = round((time.monotonic() - started) * 1000)
+        return AttemptResult(status_code, error, elapsed)
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                attempted = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("event dispatch round failed; retrying")
+                attempted = 0
+            if attempted < self.settings.events_dispatch_batch:
+                await asyncio.sleep(self.settings.events_dispatch_interval_seconds)
+
+
+async def prune_forever(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Keep the outbox bounded: events older than `EVENTS_RETENTION_DAYS` go, sent or not
+    (without a URL nothing is ever sent, so this is all that happens to them)."""
+    retention = timedelta(days=settings.events_retention_days)
+    while True:
+        try:
+            while True:
+                async with sessionmaker() as session, session.begin():
+                    pruned = await service.prune(session, retention=retention)
+                if pruned < 1000:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("outbox pruning failed; retrying later")
+        await asyncio.sleep(PRUNE_EVERY_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def run_outbound(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[None]:
+    """For the app's lifetime: the pruner always, the dispatcher when events are configured."""
+    tasks = [asyncio.create_task(prune_forever(settings, sessionmaker))]
+    client: httpx.AsyncClient | None = None
+    if events_configured(settings):
+        client = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=httpx.Timeout(settings.events_timeout_seconds),
+        )
+        dispatcher = Dispatcher(settings, sessionmaker, client)
+        tasks.append(asyncio.create_task(dispatcher.run_forever()))
+    elif settings.events_webhook_url:
+        logger.error(
+            "EVENTS_WEBHOOK_URL is set but EVENTS_WEBHOOK_SECRET is not: outbound events are "
+            "kept in the outbox and not sent until the secret is set"
+        )
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if client is not None:
+            await client.aclose()
