@@ -13,7 +13,11 @@ in the same transaction:
   (`balance.recovered`). Climbing from 0 to just under the threshold stays `depleted`, so a
   balance bouncing between 0 and 1 (a failed generation's credit coming back) is one
   crossing, not one per bounce;
-* threshold 0: alerts off, always `ok`, nothing sent.
+* threshold 0: alerts off, always `ok`, nothing sent;
+* a rise never moves the state down, a fall never up: `balance.low` and
+  `balance.depleted` are sent only by a decrease (a new account granted 30 credits with a
+  threshold of 50 is not "low" until it spends one), `balance.recovered` only by an
+  increase. Raising the threshold counts as a fall, lowering it as a rise.
 
 `available` is judged as it moves, reserves included: a generation that takes the last
 credit above the threshold sends `balance.low` when it reserves, not when it is charged
@@ -48,21 +52,31 @@ TRANSITION_EVENTS: dict[tuple[AlertState, AlertState], tuple[str, ...]] = {
 """What each move of the state sends (every other move sends nothing)."""
 
 
-def next_state(available: int, threshold: int, state: AlertState) -> AlertState:
-    """Where `available` leaves the alerts, coming from `state`."""
+_SEVERITY = {AlertState.OK: 0, AlertState.LOW: 1, AlertState.DEPLETED: 2}
+
+
+def next_state(
+    available: int, threshold: int, state: AlertState, *, falling: bool = True
+) -> AlertState:
+    """Where `available` leaves the alerts, coming from `state` by a fall (or a rise)."""
     if threshold == 0:
         return AlertState.OK
     if available == 0:
-        return AlertState.DEPLETED
-    if available >= threshold:
-        return AlertState.OK
-    return AlertState.LOW if state is AlertState.OK else state
+        new = AlertState.DEPLETED
+    elif available >= threshold:
+        new = AlertState.OK
+    else:
+        new = AlertState.LOW if state is AlertState.OK else state
+    if not falling and _SEVERITY[new] > _SEVERITY[state]:
+        return state
+    return new
 
 
 def next_state_sql(available: str) -> str:
-    """`next_state` as SQL over the `credit_balance` row, for statements that move
-    `available` on their own (the single generation's fast reserve): `available` is the SQL
-    of the value after the move. Kept beside the rule; a parity test checks both agree."""
+    """`next_state` of a fall as SQL over the `credit_balance` row, for statements that
+    take from `available` on their own (the single generation's fast reserve): `available`
+    is the SQL of the value after the move. Kept beside the rule; a parity test checks that
+    both agree."""
     return (
         "CASE WHEN low_balance_threshold = 0 THEN 'ok' "
         f"WHEN {available} = 0 THEN 'depleted' "
@@ -81,11 +95,13 @@ def balance_data(account_id: uuid.UUID, balance: BalanceRow) -> dict[str, Any]:
     }
 
 
-async def judge(session: AsyncSession, account_id: uuid.UUID, balance: BalanceRow) -> None:
+async def judge(
+    session: AsyncSession, account_id: uuid.UUID, balance: BalanceRow, *, falling: bool
+) -> None:
     """After a change of the account's balance (its row locked by that change): move the
     alert state and record the events of the move, in this transaction."""
     old = AlertState(balance.alert_state)
-    new = next_state(balance.available, balance.low_balance_threshold, old)
+    new = next_state(balance.available, balance.low_balance_threshold, old, falling=falling)
     if new is old:
         return
     await repository.set_alert_state(session, account_id, new.value)
@@ -112,10 +128,12 @@ async def set_threshold(session: AsyncSession, account_id: uuid.UUID, threshold:
     """Change the account's threshold and judge the balance against it at once, as any
     change is judged: raising it above `available` sends `balance.low`, lowering it under
     `available` after a low sends `balance.recovered`; 0 turns alerts off silently."""
+    before = await repository.balance_row(session, account_id)
     balance = await repository.set_threshold(session, account_id, threshold)
     if threshold == 0:
         if balance.alert_state != AlertState.OK:
             await repository.set_alert_state(session, account_id, AlertState.OK.value)
         return threshold
-    await judge(session, account_id, balance)
+    falling = threshold > before.low_balance_threshold
+    await judge(session, account_id, balance, falling=falling)
     return threshold

@@ -161,7 +161,7 @@ async def reserve_many(
     if moved is None:
         current = await repository.get_balance(session, account_id)
         raise InsufficientCredits(needed=total, available=current[0] if current else 0)
-    await alerts.judge(session, account_id, moved)
+    await alerts.judge(session, account_id, moved, falling=True)
     now = utcnow()
     holds = [
         CreditHold(
@@ -214,7 +214,7 @@ async def settle(
     moved = await repository.apply_delta(
         session, hold.account_id, available=hold.amount - used, reserved=-hold.amount
     )
-    await alerts.judge(session, hold.account_id, moved)
+    await alerts.judge(session, hold.account_id, moved, falling=False)
     available, reserved = moved.available, moved.reserved
     entry = None
     if used:
@@ -282,7 +282,7 @@ async def settle_many(
         moved = await repository.apply_delta(
             session, account_id, available=held - used_total, reserved=-held
         )
-        await alerts.judge(session, account_id, moved)
+        await alerts.judge(session, account_id, moved, falling=False)
         balance = moved.available + moved.reserved + used_total
         for hold in holds:
             entry = None
@@ -417,7 +417,7 @@ async def _return_holds(
         moved = await repository.apply_delta(
             session, account_id, available=amount, reserved=-amount
         )
-        await alerts.judge(session, account_id, moved)
+        await alerts.judge(session, account_id, moved, falling=False)
         mark_balance_changed(session, account_id)
         metrics.count_credits_on_commit(session.info, "released", status, amount)
 
@@ -438,7 +438,7 @@ async def grant(
     if amount <= 0:
         raise ValueError("a grant is positive")
     moved = await repository.apply_delta(session, account_id, available=amount)
-    await alerts.judge(session, account_id, moved)
+    await alerts.judge(session, account_id, moved, falling=False)
     return await _write_entry(
         session,
         account_id,
@@ -482,7 +482,7 @@ async def take(
     if moved is None:
         current = await repository.get_balance(session, account_id)
         raise InsufficientCreditsToTake(needed=amount, available=current[0] if current else 0)
-    await alerts.judge(session, account_id, moved)
+    await alerts.judge(session, account_id, moved, falling=True)
     return await _write_entry(
         session,
         account_id,

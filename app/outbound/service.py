@@ -50,7 +50,7 @@ class EventsNotConfigured(ServiceNotConfigured):
 
 
 def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def webhook_id(event: OutboundEvent) -> str:
