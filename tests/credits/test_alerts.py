@@ -44,8 +44,9 @@ async def test_the_fast_reserve_sql_agrees_with_the_rule(engine):
         for available, threshold, state in cases:
             got = await connection.scalar(
                 text(
-                    f"SELECT {sql} FROM (SELECT CAST(:threshold AS BIGINT) AS low_balance_threshold, "
-                    "CAST(:state AS VARCHAR(16)) AS alert_state) AS credit_balance"
+                    f"SELECT {sql} FROM (SELECT CAST(:threshold AS BIGINT) AS "
+                    "low_balance_threshold, CAST(:state AS VARCHAR(16)) AS alert_state) "
+                    "AS credit_balance"
                 ),
                 {"available": available, "threshold": threshold, "state": state.value},
             )

@@ -75,9 +75,9 @@ async def events_client(
             yield client
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+async def eventually(check: Callable[[], Any], within: float = 15.0) -> Any:
     """Poll `check` until it returns something truthy (an async or plain callable)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = check()
         if asyncio.iscoroutine(result):
