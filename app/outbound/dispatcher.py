@@ -1,10 +1,11 @@
 """The dispatcher: on every instance, sends due outbox events to `EVENTS_WEBHOOK_URL`.
 
-One round: a short transaction claims up to `EVENTS_DISPATCH_BATCH` due events (`SELECT ...
-FOR UPDATE SKIP LOCKED`, so instances take different events, then each is pushed out of
-reach for `EVENTS_CLAIM_SECONDS`); the POSTs go out with no transaction or connection held
-(each at most `EVENTS_TIMEOUT_SECONDS`, redirects not followed); a second transaction
-records every attempt, for events still under this claim. An instance killed mid-round
+A short transaction claims due events, as many as there are free slots out of
+`EVENTS_DISPATCH_BATCH` (`SELECT ... FOR UPDATE SKIP LOCKED`, so instances take different
+events; each is then pushed out of reach for `EVENTS_CLAIM_SECONDS`); each POST goes out on
+its own with no transaction or connection held (at most `EVENTS_TIMEOUT_SECONDS`, redirects
+not followed); a second short transaction records the attempt if the event is still under
+this claim. An instance killed mid-round
 leaves its events pending: once the claim runs out, any instance sends them again with
 the same `webhook-id` (at least once; receivers dedupe by that id). The claim outlives
 the timeout, so two instances never send one event at the same time.
@@ -61,35 +62,30 @@ class Dispatcher:
         self.url = settings.events_webhook_url
         self.signer = Webhook(settings.events_webhook_secret.get_secret_value())
 
-    async def run_once(self) -> int:
-        """One round; the number of events attempted."""
+    async def claim(self, limit: int) -> list[_Claimed]:
+        """Take up to `limit` due events for this instance (a short transaction)."""
         now = utcnow()
         claimed_until = now + timedelta(seconds=self.settings.events_claim_seconds)
         async with self.sessionmaker() as session, session.begin():
-            events = await repository.claim_due(
-                session, now, self.settings.events_dispatch_batch, claimed_until
-            )
-        if not events:
-            return 0
-        results = await asyncio.gather(*(self._send(event) for event in events))
-        outcomes = []
+            events = await repository.claim_due(session, now, limit, claimed_until)
+        return [_Claimed(event, claimed_until) for event in events]
+
+    async def deliver(self, claimed: _Claimed) -> None:
+        """One attempt, with no transaction open while it is sent; then its outcome, if the
+        event is still under this claim."""
+        result = await self._send(claimed.event)
         async with self.sessionmaker() as session, session.begin():
-            now = utcnow()
-            for event, result in zip(events, results, strict=True):
-                locked = await repository.lock_claimed(session, event.id, claimed_until)
-                if locked is None:
-                    continue  # redelivered or taken over meanwhile: not ours to record
-                outcome = await service.record_attempt(
-                    session,
-                    locked,
-                    result,
-                    schedule=self.settings.events_retry_schedule_seconds,
-                    now=now,
-                )
-                outcomes.append((locked.type, outcome))
-        for event_type, outcome in outcomes:
-            metrics.EVENT_DELIVERIES.labels(event_type, outcome.value).inc()
-        return len(events)
+            locked = await repository.lock_claimed(session, claimed.event.id, claimed.claimed_until)
+            if locked is None:
+                return  # redelivered or taken over meanwhile: not ours to record
+            outcome = await service.record_attempt(
+                session,
+                locked,
+                result,
+                schedule=self.settings.events_retry_schedule_seconds,
+                now=utcnow(),
+            )
+        metrics.EVENT_DELIVERIES.labels(claimed.event.type, outcome.value).inc()
 
     async def _send(self, event: OutboundEvent) -> AttemptResult:
         message_id = service.webhook_id(event)
@@ -120,16 +116,36 @@ class Dispatcher:
         return AttemptResult(status_code, error, elapsed)
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                attempted = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("event dispatch round failed; retrying")
-                attempted = 0
-            if attempted < self.settings.events_dispatch_batch:
-                await asyncio.sleep(self.settings.events_dispatch_interval_seconds)
+        """Keep up to `EVENTS_DISPATCH_BATCH` attempts in flight, each on its own: a
+        receiver that hangs holds its slot for the timeout, not everyone else's events."""
+        slots = self.settings.events_dispatch_batch
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                free = slots - len(in_flight)
+                claimed: list[_Claimed] = []
+                if free > 0:
+                    try:
+                        claimed = await self.claim(free)
+                    except Exception:
+                        logger.exception("claiming outbound events failed; retrying")
+                for one in claimed:
+                    task = asyncio.create_task(self._deliver_logged(one))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                if len(claimed) < free or free <= 0:
+                    await asyncio.sleep(self.settings.events_dispatch_interval_seconds)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _deliver_logged(self, claimed: _Claimed) -> None:
+        try:
+            await self.deliver(claimed)
+        except Exception:
+            # Its claim runs out and the event is tried again.
+            logger.exception("recording an outbound event attempt failed")
 
 
 async def prune_forever(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
