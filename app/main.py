@@ -31,6 +31,7 @@ from app.outbound.dispatcher import run_outbound
 from app.outbound.router import router as outbound_router
 from app.payments.polar import polar_client
 from app.payments.router import router as payments_router
+from app.support.router import router as support_router
 
 logger = logging.getLogger("app")
 
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(generation_router)
     app.include_router(alerts_router)
     app.include_router(outbound_router)
+    app.include_router(support_router)
     _register_problem_schemas(app)
     return app
 

@@ -1,11 +1,11 @@
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from app.accounts.dependencies import AdminAccess, AppSettings
+from app.cursors import TIME_ID_CURSOR_PATTERN, decode_time_id, encode_time_id
 from app.db import Session
 from app.errors import NotFound, Unauthorized, problem_responses
 from app.outbound import repository, service
@@ -20,8 +20,6 @@ from app.outbound.schemas import (
 from app.outbound.service import DeliveryPending, EventsNotConfigured
 
 router = APIRouter(tags=["admin"])
-
-CURSOR_PATTERN = r"^[0-9]{1,20}_[0-9a-f]{32}$"
 
 
 def delivery_read(event: OutboundEvent, attempts: list[OutboundAttempt]) -> EventDeliveryRead:
@@ -40,20 +38,6 @@ def delivery_read(event: OutboundEvent, attempts: list[OutboundAttempt]) -> Even
     )
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _encode_cursor(event: OutboundEvent) -> str:
-    """The last delivery seen: its time (microseconds) and id; pages continue after it."""
-    return f"{(event.created_at - _EPOCH) // _MICROSECOND}_{event.id.hex}"
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    micros, _, hex_id = cursor.partition("_")
-    return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(hex_id)
-
-
 @router.get(
     "/v1/admin/event-deliveries",
     responses=problem_responses(Unauthorized),
@@ -65,7 +49,8 @@ async def list_event_deliveries(
     account_id: Annotated[uuid.UUID | None, Query(description="One account's events.")] = None,
     limit: Annotated[int, Query(ge=1, le=200, description="Deliveries per page.")] = 50,
     cursor: Annotated[
-        str | None, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the last page.")
+        str | None,
+        Query(pattern=TIME_ID_CURSOR_PATTERN, description="`next_cursor` of the last page."),
     ] = None,
 ) -> EventDeliveryPage:
     """Outbound event deliveries, newest first, with every attempt."""
@@ -74,14 +59,14 @@ async def list_event_deliveries(
         status=status,
         account_id=account_id,
         limit=limit + 1,
-        before=_decode_cursor(cursor) if cursor else None,
+        before=decode_time_id(cursor) if cursor else None,
     )
     has_more = len(events) > limit
     events = events[:limit]
     attempts = await repository.attempts_of(session, [event.id for event in events])
     return EventDeliveryPage(
         deliveries=[delivery_read(event, attempts[event.id]) for event in events],
-        next_cursor=_encode_cursor(events[-1]) if has_more else None,
+        next_cursor=encode_time_id(events[-1].created_at, events[-1].id) if has_more else None,
     )
 
 

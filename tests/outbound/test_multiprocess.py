@@ -121,9 +121,7 @@ async def test_concurrent_generations_on_two_instances_cross_the_threshold_once(
     ]
 
 
-async def test_kill_9_of_the_dispatching_instance_loses_no_event(
-    fresh_pg, receiver: FakeReceiver
-):
+async def test_kill_9_of_the_dispatching_instance_loses_no_event(fresh_pg, receiver: FakeReceiver):
     receiver.mode = "hang"  # the instance is mid-send when it dies
     receiver.hang_seconds = 8.0
     env = server_env(receiver, EVENTS_TIMEOUT_SECONDS="5", EVENTS_CLAIM_SECONDS="6")
