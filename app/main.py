@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.accounts.plugin_router import router as plugin_router
 from app.accounts.router import router as accounts_router
 from app.config import Settings, get_settings
 from app.credits.alerts_router import router as alerts_router
@@ -25,6 +26,7 @@ from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_h
 from app.generation.router import router as generation_router
 from app.generation.worker import start_generation
 from app.health import router as health_router
+from app.housekeeping import prune_forever
 from app.limits import BodySizeLimitMiddleware, TokenBucketLimiter
 from app.observability import RequestContextMiddleware, configure_logging
 from app.outbound.dispatcher import run_outbound
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )
+        housekeeping = asyncio.create_task(prune_forever(settings, app.state.sessionmaker))
         generation = start_generation(settings, app.state.sessionmaker, app.state.statements)
         app.state.generation = generation.runtime
         try:
@@ -76,8 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await generation.stop()
             sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            housekeeping.cancel()
+            for task in (sweeper, housekeeping):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if app.state.statements is not None:
                 await app.state.statements.close()
             await engine.dispose()
@@ -96,6 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         "purchases": TokenBucketLimiter(
             settings.rate_limit_purchases_per_minute, settings.rate_limit_purchases_burst
+        ),
+        "plugin_sessions": TokenBucketLimiter(
+            settings.plugin_sessions_per_minute, settings.plugin_sessions_burst
         ),
     }
     app.add_middleware(
@@ -120,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts_router)
     app.include_router(outbound_router)
     app.include_router(support_router)
+    app.include_router(plugin_router)
     _register_problem_schemas(app)
     return app
 

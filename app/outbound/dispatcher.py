@@ -35,8 +35,6 @@ from app.outbound.service import AttemptResult
 
 logger = logging.getLogger(__name__)
 
-PRUNE_EVERY_SECONDS = 600.0
-
 
 def events_configured(settings: Settings) -> bool:
     return bool(settings.events_webhook_url) and settings.events_webhook_secret is not None
@@ -148,30 +146,12 @@ class Dispatcher:
             logger.exception("recording an outbound event attempt failed")
 
 
-async def prune_forever(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-    """Keep the outbox bounded: events older than `EVENTS_RETENTION_DAYS` go, sent or not
-    (without a URL nothing is ever sent, so this is all that happens to them)."""
-    retention = timedelta(days=settings.events_retention_days)
-    while True:
-        try:
-            while True:
-                async with sessionmaker() as session, session.begin():
-                    pruned = await service.prune(session, retention=retention)
-                if pruned < 1000:
-                    break
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("outbox pruning failed; retrying later")
-        await asyncio.sleep(PRUNE_EVERY_SECONDS)
-
-
 @contextlib.asynccontextmanager
 async def run_outbound(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> AsyncIterator[None]:
-    """For the app's lifetime: the pruner always, the dispatcher when events are configured."""
-    tasks = [asyncio.create_task(prune_forever(settings, sessionmaker))]
+    """For the app's lifetime: the dispatcher, when events are configured."""
+    tasks = []
     client: httpx.AsyncClient | None = None
     if events_configured(settings):
         client = httpx.AsyncClient(
