@@ -34,6 +34,7 @@ from app.outbound.router import router as outbound_router
 from app.payments.polar import polar_client
 from app.payments.router import router as payments_router
 from app.support.router import router as support_router
+from app.usage.router import router as usage_router
 
 logger = logging.getLogger("app")
 
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(outbound_router)
     app.include_router(support_router)
     app.include_router(plugin_router)
+    app.include_router(usage_router)
     _register_problem_schemas(app)
     return app
 
