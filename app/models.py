@@ -7,6 +7,7 @@ from app.generation.models import Generation, GenerationBatch, GenerationBatchIt
 from app.idempotency import IdempotencyRecord
 from app.outbound.models import OutboundAttempt, OutboundEvent
 from app.payments.models import PurchaseIntent, WebhookEvent
+from app.usage.models import UsageDay
 
 __all__ = [
     "Account",
@@ -24,5 +25,6 @@ __all__ = [
     "PluginSession",
     "PurchaseIntent",
     "Site",
+    "UsageDay",
     "WebhookEvent",
 ]

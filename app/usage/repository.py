@@ -1,16 +1,16 @@
-"""SQL for usage and exports. Both read one account's ledger by `(account_id,
-created_at)` (`ix_ledger_entry_account_created_at`)."""
+"""SQL for usage (the `usage_day` rollup) and exports (one account's ledger by
+`(account_id, created_at)`, `ix_ledger_entry_account_created_at`)."""
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, Row, cast, func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.credits.models import LedgerEntry
-from app.generation.models import Generation, GenerationBatch
+from app.usage.models import UsageDay
 
 EXPORT_COLUMNS = (
     "id",
@@ -26,50 +26,21 @@ EXPORT_COLUMNS = (
 )
 
 
-def _day(session: AsyncSession) -> Any:
-    """The UTC date of an entry, on either database."""
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(func.timezone("UTC", LedgerEntry.created_at), Date)
-    return func.date(LedgerEntry.created_at)  # SQLite stores UTC as naive text
-
-
-async def consumption_buckets(
-    session: AsyncSession,
-    account_id: uuid.UUID,
-    group_by: str,
-    start: datetime,
-    end: datetime,
+async def usage_buckets(
+    session: AsyncSession, account_id: uuid.UUID, group_by: str, first: date, last: date
 ) -> list[tuple[str, int, int]]:
-    """(key, credits, generations) per bucket of the account's `consumption` entries in
-    `[start, end)`, keys ascending. A single generation's entry carries its id, a batch
-    item's its batch: `site` and `kind` come from them."""
-    if group_by == "day":
-        key: Any = _day(session)
-        statement = select(key.label("key"), func.sum(LedgerEntry.amount), func.count())
-    else:
-        single, batch = (
-            (Generation.site_id, GenerationBatch.site_id)
-            if group_by == "site"
-            else (Generation.kind, GenerationBatch.kind)
-        )
-        key = func.coalesce(single, batch)
-        statement = (
-            select(key.label("key"), func.sum(LedgerEntry.amount), func.count())
-            .outerjoin(Generation, Generation.id == LedgerEntry.generation_id)
-            .outerjoin(GenerationBatch, GenerationBatch.id == LedgerEntry.batch_id)
-        )
+    """(key, credits, generations) per day, site or kind of the account's consumption on
+    the UTC days `first`..`last`, keys ascending: from `usage_day` (its primary key starts
+    with the account and the day), at most days x sites x kinds rows."""
+    key = {"day": UsageDay.day, "site": UsageDay.site_id, "kind": UsageDay.kind}[group_by]
     statement = (
-        statement.where(
-            LedgerEntry.account_id == account_id,
-            LedgerEntry.created_at >= start,
-            LedgerEntry.created_at < end,
-            LedgerEntry.type == "consumption",
-        )
+        select(key, func.sum(UsageDay.credits), func.sum(UsageDay.generations))
+        .where(UsageDay.account_id == account_id, UsageDay.day >= first, UsageDay.day <= last)
         .group_by(key)
         .order_by(key)
     )
     rows = (await session.execute(statement)).all()
-    return [(str(row[0]), -int(row[1]), int(row[2])) for row in rows]
+    return [(str(row[0]), int(row[1]), int(row[2])) for row in rows]
 
 
 async def stream_entries(

@@ -55,9 +55,7 @@ async def usage(
 ) -> list[Bucket]:
     """Credits consumed by completed generations (the ledger's `consumption` entries) per
     day, site or kind. Credit-backs are adjustments and do not lower usage."""
-    start, end = days.start, days.end
-    assert start is not None and end is not None  # usage ranges are closed
-    rows = await repository.consumption_buckets(session, account_id, group_by, start, end)
+    rows = await repository.usage_buckets(session, account_id, group_by, days.first, days.last)
     return [Bucket(key, credits, generations) for key, credits, generations in rows]
 
 

@@ -7,7 +7,9 @@
 - `outbound_event` (the transactional outbox) and `outbound_attempt` (every delivery try);
 - `ledger_entry`: one credit-back per generation (unique), and `(account_id, created_at)`
   for usage and exports by date;
-- `plugin_session`: the plugin's polling sign-in.
+- `plugin_session`: the plugin's polling sign-in;
+- `usage_day`: consumption per account, UTC day, site and kind, kept by a trigger on
+  `ledger_entry` inserts (backfilled from the existing ledger).
 
 Revision ID: 0008
 Revises: 0004
@@ -135,8 +137,100 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_plugin_session_expires_at"), "plugin_session", ["expires_at"])
 
+    op.create_table(
+        "usage_day",
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("site_id", sa.Uuid(), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("credits", sa.BigInteger(), nullable=False),
+        sa.Column("generations", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["account.id"], name=op.f("fk_usage_day_account_id_account")
+        ),
+        sa.PrimaryKeyConstraint("account_id", "day", "site_id", "kind", name=op.f("pk_usage_day")),
+    )
+    _count_usage()
+
+
+# The site and kind of a consumption entry: its single generation's, or its batch's.
+_GENERATION_OF_ENTRY = """
+    SELECT site_id, kind FROM generation WHERE id = NEW.generation_id
+    UNION ALL
+    SELECT site_id, kind FROM generation_batch
+    WHERE id = NEW.batch_id AND NEW.generation_id IS NULL
+"""
+
+
+def _count_usage() -> None:
+    """Every consumption entry counted into `usage_day` by the insert that writes it."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"""
+            CREATE FUNCTION usage_day_count() RETURNS trigger AS $$
+            BEGIN
+                INSERT INTO usage_day (account_id, day, site_id, kind, credits, generations)
+                SELECT NEW.account_id, (NEW.created_at AT TIME ZONE 'UTC')::date,
+                       of_entry.site_id, of_entry.kind, -NEW.amount, 1
+                FROM ({_GENERATION_OF_ENTRY}) AS of_entry
+                LIMIT 1
+                ON CONFLICT (account_id, day, site_id, kind) DO UPDATE
+                SET credits = usage_day.credits + EXCLUDED.credits,
+                    generations = usage_day.generations + 1;
+                RETURN NULL;
+            END;
+            $$ LANGUAGE plpgsql
+            """
+        )
+        op.execute(
+            "CREATE TRIGGER usage_day_count AFTER INSERT ON ledger_entry FOR EACH ROW "
+            "WHEN (NEW.type = 'consumption') EXECUTE FUNCTION usage_day_count()"
+        )
+        day = "(ledger_entry.created_at AT TIME ZONE 'UTC')::date"
+    else:
+        op.execute(
+            f"""
+            CREATE TRIGGER usage_day_count AFTER INSERT ON ledger_entry FOR EACH ROW
+            WHEN NEW.type = 'consumption'
+            BEGIN
+                INSERT INTO usage_day (account_id, day, site_id, kind, credits, generations)
+                SELECT NEW.account_id, date(NEW.created_at), site_id, kind, -NEW.amount, 1
+                FROM ({_GENERATION_OF_ENTRY}) WHERE true
+                LIMIT 1
+                ON CONFLICT (account_id, day, site_id, kind) DO UPDATE
+                SET credits = credits + excluded.credits, generations = generations + 1;
+            END
+            """
+        )
+        day = "date(ledger_entry.created_at)"
+    # What the ledger already holds.
+    op.execute(
+        f"""
+        INSERT INTO usage_day (account_id, day, site_id, kind, credits, generations)
+        SELECT ledger_entry.account_id, {day},
+               COALESCE(generation.site_id, generation_batch.site_id),
+               COALESCE(generation.kind, generation_batch.kind),
+               -SUM(ledger_entry.amount), COUNT(*)
+        FROM ledger_entry
+        LEFT JOIN generation ON generation.id = ledger_entry.generation_id
+        LEFT JOIN generation_batch ON generation_batch.id = ledger_entry.batch_id
+            AND ledger_entry.generation_id IS NULL
+        WHERE ledger_entry.type = 'consumption'
+          AND COALESCE(generation.site_id, generation_batch.site_id) IS NOT NULL
+        GROUP BY ledger_entry.account_id, {day},
+                 COALESCE(generation.site_id, generation_batch.site_id),
+                 COALESCE(generation.kind, generation_batch.kind)
+        """
+    )
+
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER usage_day_count ON ledger_entry")
+        op.execute("DROP FUNCTION usage_day_count()")
+    else:
+        op.execute("DROP TRIGGER usage_day_count")
+    op.drop_table("usage_day")
     op.drop_index(op.f("ix_plugin_session_expires_at"), table_name="plugin_session")
     op.drop_table("plugin_session")
     op.drop_index(op.f("ix_outbound_attempt_event_id"), table_name="outbound_attempt")
