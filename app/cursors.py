@@ -3,7 +3,8 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
-TIME_ID_CURSOR_PATTERN = r"^[0-9]{1,20}_[0-9a-f]{32}$"
+TIME_ID_CURSOR_PATTERN = r"^[0-9]{1,16}_[0-9a-f]{32}$"
+"""At most 16 digits of microseconds (up to the year 2286): every such cursor decodes."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)

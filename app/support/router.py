@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
 
 from app.accounts.dependencies import AdminAccess
 from app.credits.schemas import LedgerEntryRead
@@ -49,8 +50,8 @@ async def list_support_generations(
     rows = await service.list_generations(
         session,
         account_id=account_id,
-        created_from=_utc(from_),
-        created_to=_utc(to),
+        created_from=_utc(from_, "from"),
+        created_to=_utc(to, "to"),
         status=status,
         limit=limit + 1,
         before=decode_time_id(cursor) if cursor else None,
@@ -63,11 +64,16 @@ async def list_support_generations(
     )
 
 
-def _utc(moment: datetime | None) -> datetime | None:
+def _utc(moment: datetime | None, field: str) -> datetime | None:
     """A time without an offset is read as UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+    if moment is None:
+        return None
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+        raise RequestValidationError(
+            [{"loc": ("query", field), "msg": "out of range", "type": "value_error"}]
+        ) from None
 
 
 @router.get(

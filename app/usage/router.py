@@ -52,7 +52,9 @@ def _usage_range(from_: str | None, to: str | None) -> DateRange:
     """As asked; a missing `to` is today, a missing `from` 30 days before `to`."""
     first, last = _dates(from_, to)
     last = last or max(utcnow().date(), first or date.min)
-    first = first or service.default_range(last).first
+    if first is None:
+        span = timedelta(days=service.DEFAULT_RANGE_DAYS - 1)
+        first = last - span if last - date.min > span else date.min
     if (last - first).days + 1 > MAX_RANGE_DAYS:
         raise _invalid("from", f"the range is at most {MAX_RANGE_DAYS} days")
     return DateRange(first, last)
