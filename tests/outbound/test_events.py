@@ -255,3 +255,28 @@ async def test_admin_deliveries_validate_and_page(events_client):
         f"/v1/admin/event-deliveries/{uuid.uuid4()}/redeliver", headers=ADMIN
     )
     assert missing.status_code == 404
+
+
+async def test_a_batch_reserve_crosses_once_and_metrics_show_the_outbox(events_client, receiver):
+    account = await funded_account(events_client, 52)
+    site = await events_client.post(
+        "/v1/sites", json={"framer_project_id": "b", "name": "B"}, headers=account.auth
+    )
+    batch = await events_client.post(
+        "/v1/generation-batches",
+        json={
+            "kind": "meta_title",
+            "site_id": site.json()["id"],
+            "items": [{"page_content": "Oak tables, made by hand."}] * 5,
+        },
+        headers=account.auth,
+    )
+    assert batch.status_code == 202
+    (low,) = await all_delivered(events_client, account, 1)
+    # All five credits left `available` at once when the batch reserved them.
+    assert low["type"] == "balance.low"
+    assert (low["payload"]["data"]["available"], low["payload"]["data"]["reserved"]) == (47, 5)
+    text = (await events_client.get("/metrics")).text
+    assert 'rankframe_event_deliveries_total{outcome="sent",type="balance.low"}' in text
+    assert "rankframe_outbox_pending_events" in text
+    assert "rankframe_outbox_oldest_pending_age_seconds" in text
