@@ -128,7 +128,7 @@ async def set_threshold(session: AsyncSession, account_id: uuid.UUID, threshold:
     """Change the account's threshold and judge the balance against it at once, as any
     change is judged: raising it above `available` sends `balance.low`, lowering it under
     `available` after a low sends `balance.recovered`; 0 turns alerts off silently."""
-    before = await repository.balance_row(session, account_id)
+    before = await repository.balance_row(session, account_id, lock=True)
     balance = await repository.set_threshold(session, account_id, threshold)
     if threshold == 0:
         if balance.alert_state != AlertState.OK:

@@ -104,11 +104,13 @@ async def lock_balance(session: AsyncSession, account_id: uuid.UUID) -> tuple[in
     return (row.available, row.reserved) if row else None
 
 
-async def balance_row(session: AsyncSession, account_id: uuid.UUID) -> BalanceRow:
-    row = (
-        await session.execute(select(*_BALANCE_ROW).where(CreditBalance.account_id == account_id))
-    ).one()
-    return _balance_row(row)
+async def balance_row(
+    session: AsyncSession, account_id: uuid.UUID, *, lock: bool = False
+) -> BalanceRow:
+    statement = select(*_BALANCE_ROW).where(CreditBalance.account_id == account_id)
+    if lock:
+        statement = statement.with_for_update()
+    return _balance_row((await session.execute(statement)).one())
 
 
 async def set_alert_state(session: AsyncSession, account_id: uuid.UUID, state: str) -> None:
