@@ -10,7 +10,10 @@ account with 1,000 such rows, measured in the same run. Prints:
 - `GET /v1/usage` latency (client side, keep-alive, median and p95 of 30 calls) by day,
   site and kind, over the default 30 days and over 366 days;
 - `GET /v1/ledger/export` of the whole ledger: rows, bytes, seconds, and the worker's peak
-  resident memory while streaming it, against its resident memory before.
+  resident memory while streaming it, against its resident memory before;
+- what the `usage_day` trigger costs a write: pgbench running what a charge locks and
+  writes on one hot account (its balance row, then a consumption entry; every insert counts
+  into the same `usage_day` row), with the trigger and with it disabled, in the same run.
 """
 
 import argparse
@@ -19,7 +22,7 @@ import time
 
 import httpx
 
-from bench.common import RssSampler, admin, production_service, psql, scratch_database
+from bench.common import RssSampler, admin, pgbench, production_service, psql, scratch_database
 
 DATABASE = "rankframe_bench_usage"
 
@@ -107,6 +110,35 @@ def export(service, key: str) -> tuple[int, int, float, int, int]:  # type: igno
     return rows - 1, size, time.perf_counter() - started, before.peak_kib, during.peak_kib
 
 
+def trigger_cost(account_id: str) -> tuple[float, float, float, float]:
+    """(tps, ms) of consumption inserts with the usage trigger, then without it."""
+    generation = psql(
+        DATABASE, f"SELECT id FROM generation WHERE account_id = '{account_id}' LIMIT 1"
+    )
+    # Like the charge: the balance row locked, then the entry, in one transaction.
+    script = (
+        "BEGIN;\n"
+        f"UPDATE credit_balance SET updated_at = now() WHERE account_id = '{account_id}';\n"
+        "INSERT INTO ledger_entry (id, account_id, type, amount, balance_after, description, "
+        "hold_id, generation_id, created_at) VALUES (gen_random_uuid(), "
+        f"'{account_id}', 'consumption', -1, 0, 'bench', gen_random_uuid(), '{generation}', "
+        "now());\n"
+        "END;\n"
+    )
+    counted = pgbench(DATABASE, script, clients=4, seconds=10)
+    psql(DATABASE, "ALTER TABLE ledger_entry DISABLE TRIGGER usage_day_count")
+    try:
+        bare = pgbench(DATABASE, script, clients=4, seconds=10)
+    finally:
+        psql(DATABASE, "ALTER TABLE ledger_entry ENABLE TRIGGER usage_day_count")
+    return (
+        counted.requests_per_second,
+        counted.p50_ms,
+        bare.requests_per_second,
+        bare.p50_ms,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -144,6 +176,12 @@ def main() -> None:
                 f"({rows / seconds:,.0f} rows/s); worker RSS {before / 1024:.1f} MiB before, "
                 f"peak {peak / 1024:.1f} MiB during (+{(peak - before) / 1024:.1f} MiB)"
             )
+        with_tps, with_ms, bare_tps, bare_ms = trigger_cost(small_id)
+        print(
+            f"charge-like transactions, one hot account (pgbench, 4 clients, 10 s): with the usage "
+            f"trigger {with_tps:,.0f} tps ({with_ms:.2f} ms avg), without it {bare_tps:,.0f} tps "
+            f"({bare_ms:.2f} ms avg)"
+        )
 
 
 if __name__ == "__main__":
