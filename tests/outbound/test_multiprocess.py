@@ -161,8 +161,9 @@ async def test_kill_9_of_the_dispatching_instance_loses_no_event(fresh_pg, recei
     finally:
         stop_server(other)
     assert {d["webhook_id"] for d in found} == in_flight
-    # The dead instance's attempts were never recorded; the survivor's one was.
-    assert [[a["status_code"] for a in d["attempts"]] for d in found] == [[204]] * 4, found
+    # The dead instance's attempts were never recorded (unless one timed out before the
+    # kill, on a very slow machine); the survivor's delivered each.
+    assert all(d["attempts"][-1]["status_code"] == 204 for d in found), found
     accepted = [r for r in receiver.of_account(account_id) if r.answered == 204]
     assert sorted(r.webhook_id for r in accepted) == sorted(in_flight)
     assert event_types(accepted) == [
