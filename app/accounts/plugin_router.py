@@ -121,11 +121,11 @@ async def poll_plugin_session(
 ) -> PluginSessionApproved:
     """`202 {status: "pending"}` until approved, then `200` with a new API key exactly once;
     `410` after that or once expired; `404` for a wrong read key."""
-    _configured(settings)
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized(
             "Send `Authorization: Bearer <read_key>`.", headers={"WWW-Authenticate": "Bearer"}
         )
+    _configured(settings)
     polled = await plugin_sessions.poll(session, session_id, credentials.credentials)
     if polled.status is PluginSessionStatus.PENDING or polled.api_key is None:
         return JSONResponse({"status": "pending"}, status_code=202)  # type: ignore[return-value]

@@ -17,12 +17,23 @@ from app.usage.service import MAX_RANGE_DAYS, DateRange
 router = APIRouter(tags=["usage"])
 
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# A real date (`format: date`) in the `YYYY-MM-DD` spelling only (the pattern): no times.
 DateParam = Annotated[
-    str | None, Query(pattern=DATE_PATTERN, description="`YYYY-MM-DD` (UTC, inclusive).")
+    str | None,
+    Query(
+        pattern=DATE_PATTERN,
+        description="`YYYY-MM-DD` (UTC, inclusive).",
+        json_schema_extra={"format": "date"},
+    ),
 ]
 FromParam = Annotated[
     str | None,
-    Query(alias="from", pattern=DATE_PATTERN, description="`YYYY-MM-DD` (UTC, inclusive)."),
+    Query(
+        alias="from",
+        pattern=DATE_PATTERN,
+        description="`YYYY-MM-DD` (UTC, inclusive).",
+        json_schema_extra={"format": "date"},
+    ),
 ]
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}}

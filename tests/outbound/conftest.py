@@ -28,8 +28,8 @@ def event_settings(database: Database, receiver: FakeReceiver, **overrides: Any)
         "events_webhook_secret": SECRET,
         "events_retry_schedule_seconds": FAST_RETRIES,
         "events_dispatch_interval_seconds": 0.05,
-        "events_timeout_seconds": 1.0,
-        "events_claim_seconds": 3.0,
+        "events_timeout_seconds": 5.0,
+        "events_claim_seconds": 8.0,
         "starter_credits": 0,
     }
     values.update(overrides)
