@@ -25,6 +25,14 @@ router = APIRouter(tags=["admin"])
 _FIELDS = tuple(SupportGenerationRead.model_fields)
 
 
+RFC3339 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+)
+"""An RFC 3339 time (an offset may be left out: then UTC). Numbers such as `0.5` are not
+times, as a lax parser would take them."""
+
+
 def _read(row: object) -> SupportGenerationRead:
     return SupportGenerationRead.model_validate({name: getattr(row, name) for name in _FIELDS})
 
@@ -35,9 +43,22 @@ async def list_support_generations(
     _: AdminAccess,
     account_id: Annotated[uuid.UUID | None, Query(description="One account's.")] = None,
     from_: Annotated[
-        datetime | None, Query(alias="from", description="Created at or after (RFC 3339).")
+        str | None,
+        Query(
+            alias="from",
+            pattern=RFC3339,
+            description="Created at or after (RFC 3339).",
+            json_schema_extra={"format": "date-time"},
+        ),
     ] = None,
-    to: Annotated[datetime | None, Query(description="Created at or before (RFC 3339).")] = None,
+    to: Annotated[
+        str | None,
+        Query(
+            pattern=RFC3339,
+            description="Created at or before (RFC 3339).",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
     status: Annotated[SupportStatus | None, Query(description="Only this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=200, description="Per page.")] = 50,
     cursor: Annotated[
@@ -64,13 +85,14 @@ async def list_support_generations(
     )
 
 
-def _utc(moment: datetime | None, field: str) -> datetime | None:
-    """A time without an offset is read as UTC."""
-    if moment is None:
+def _utc(text: str | None, field: str) -> datetime | None:
+    """The time, in UTC."""
+    if text is None:
         return None
     try:
+        moment = datetime.fromisoformat(text)
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+    except (ValueError, OverflowError):  # not a real time, or e.g. 0001-01-01T00:00:00+01:00
         raise RequestValidationError(
             [{"loc": ("query", field), "msg": "out of range", "type": "value_error"}]
         ) from None

@@ -60,9 +60,14 @@ def _dates(from_: str | None, to: str | None) -> tuple[date | None, date | None]
 
 
 def _usage_range(from_: str | None, to: str | None) -> DateRange:
-    """As asked; a missing `to` is today, a missing `from` 30 days before `to`."""
+    """As asked; a missing `to` is today (at most 366 days after `from`), a missing `from`
+    30 days before `to`. Both given and more than 366 days apart: 422."""
     first, last = _dates(from_, to)
-    last = last or max(utcnow().date(), first or date.min)
+    if last is None:
+        last = utcnow().date()
+        if first is not None:
+            widest = timedelta(days=MAX_RANGE_DAYS - 1)
+            last = max(first, min(last, first + widest if date.max - first > widest else last))
     if first is None:
         span = timedelta(days=service.DEFAULT_RANGE_DAYS - 1)
         first = last - span if last - date.min > span else date.min

@@ -186,7 +186,15 @@ async def test_batch_items_are_listed_and_credited_back_like_generations(client)
 
 
 async def test_support_look_ups_refuse_bad_input_and_unknown_ids(client):
-    for params in ({"status": "done"}, {"from": "yesterday"}, {"limit": 201}, {"cursor": "1"}):
+    for params in (
+        {"status": "done"},
+        {"from": "yesterday"},
+        {"to": "0.5"},  # not a time, though a lax parser reads it as one
+        {"from": "2026-02-30T00:00:00Z"},
+        {"from": "0001-01-01T00:00:00+01:00"},  # before the first representable instant
+        {"limit": 201},
+        {"cursor": "1"},
+    ):
         bad = await client.get("/v1/admin/generations", params=params, headers=ADMIN)
         assert bad.status_code == 422, params
     unknown = uuid.uuid4()

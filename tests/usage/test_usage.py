@@ -113,6 +113,10 @@ async def test_usage_refuses_bad_ranges(client):
         assert bad.json()["code"] == "validation_error"
     edge = {"from": str(today - timedelta(days=365)), "to": str(today)}
     assert (await client.get("/v1/usage", params=edge, headers=account.auth)).status_code == 200
+    # Only an old `from`: the 366 days from it.
+    old = await client.get("/v1/usage", params={"from": "2020-01-01"}, headers=account.auth)
+    assert old.status_code == 200
+    assert (old.json()["from"], old.json()["to"]) == ("2020-01-01", "2020-12-31")
     assert (await client.get("/v1/usage")).status_code == 401
 
 
