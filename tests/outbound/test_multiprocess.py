@@ -106,6 +106,9 @@ async def test_concurrent_generations_on_two_instances_cross_the_threshold_once(
             assert statuses == [201] * 60 + [402] * 30, statuses
             balance = (await second.get("/v1/balance", headers=auth)).json()
             assert (balance["available"], balance["reserved"]) == (0, 0)
+            # The usage rollup counted every concurrent charge, whichever path wrote it.
+            usage = (await first.get("/v1/usage?group_by=kind", headers=auth)).json()
+            assert usage["buckets"] == [{"key": "meta_title", "credits": 60, "generations": 60}]
 
             await eventually(lambda: len(receiver.of_account(account_id)) >= 2)
             await asyncio.sleep(1.0)  # anything extra would have arrived by now
