@@ -1,0 +1,52 @@
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+
+from app.accounts.dependencies import AdminAccess
+from app.costs import service
+from app.costs.schemas import CostReport
+from app.db import Session
+from app.errors import Unauthorized, problem_responses
+
+router = APIRouter(tags=["admin"])
+
+
+@router.get(
+    "/v1/admin/costs",
+    response_model=CostReport,
+    response_model_by_alias=True,
+    responses=problem_responses(Unauthorized),
+)
+async def get_costs(
+    _: AdminAccess,
+    session: Session,
+    request: Request,
+    from_: Annotated[
+        date | None,
+        Query(alias="from", description="First day, `YYYY-MM-DD` (UTC); default 29 days ago."),
+    ] = None,
+    to: Annotated[
+        date | None, Query(description="Last day, `YYYY-MM-DD` (UTC), inclusive; default today.")
+    ] = None,
+) -> CostReport:
+    """Model cost from the recorded token usage, per kind, model and priority: generations,
+    tokens, cost and cost per credit charged (integer micro-dollars, economy at half price)."""
+    last = to or datetime.now(UTC).date()
+    first = from_ or last - timedelta(days=service.DEFAULT_DAYS - 1)
+    if first > last:
+        raise RequestValidationError(
+            [{"loc": ["query", "from"], "msg": "must not be after `to`", "type": "value_error"}]
+        )
+    if (last - first).days + 1 > service.MAX_DAYS:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ["query", "from"],
+                    "msg": f"at most {service.MAX_DAYS} days from `from` to `to`",
+                    "type": "value_error",
+                }
+            ]
+        )
+    return await service.cost_report(session, request.app.state.settings, first, last)
