@@ -13,6 +13,8 @@ image URL), so concurrent tests never interfere:
 * `fake:novariant`: an image URL with `scale-down-to` cannot be fetched (400), the
   original can;
 * `fake:expire`: in a message batch, the request expires;
+* `fake:batchdelay=<seconds>` in any request of a message batch: it ends after that long
+  (else after `batch_processing_seconds`);
 * `fake-size-<W>x<H>` in an image URL: the image's size in pixels (else `register_image`,
   else 1000 x 1000).
 
@@ -46,7 +48,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 MARKER = re.compile(
-    r"fake[:-](status|sleep|latency|long-once|long|badjson|wrongtype|novariant|expire)"
+    r"fake[:-](status|sleep|latency|long-once|long|badjson|wrongtype|novariant|expire|batchdelay)"
     r"(?:[=-]([\w.]+))?"
 )
 
@@ -314,12 +316,13 @@ class FakeAnthropic:
             return _error(400, "invalid_request_error", "custom_id values must be unique")
         batch_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
         now = time.time()
+        delays = [float(v) for name, v in MARKER.findall(json.dumps(body)) if name == "batchdelay"]
         with self._lock:
             self.batches[batch_id] = {
                 "id": batch_id,
                 "requests": requests,
                 "created_at": now,
-                "ends_at": now + self.batch_processing_seconds,
+                "ends_at": now + max(delays, default=self.batch_processing_seconds),
                 "cancel_initiated_at": None,
                 "results": None,
             }
