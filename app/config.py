@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     input_budget_meta_title_tokens: int = Field(default=1000, ge=50)
     """Page content beyond this many (estimated) tokens is cut at a paragraph or sentence."""
     input_budget_meta_description_tokens: int = Field(default=1200, ge=50)
-    input_budget_schema_tokens: int = Field(default=1500, ge=50)
+    input_budget_schema_tokens: int = Field(default=1000, ge=50)
     input_budget_alt_text_tokens: int = Field(default=300, ge=20)
     """For alt text the budget applies to the `context`."""
     economy_poll_interval_seconds: float = Field(default=30.0, gt=0)
