@@ -35,6 +35,10 @@ async def get_costs(
     tokens, cost and cost per credit charged (integer micro-dollars, economy at half price)."""
     last = to or datetime.now(UTC).date()
     first = from_ or last - timedelta(days=service.DEFAULT_DAYS - 1)
+    if last >= date.max - timedelta(days=1):
+        raise RequestValidationError(
+            [{"loc": ["query", "to"], "msg": "is out of range", "type": "value_error"}]
+        )
     if first > last:
         raise RequestValidationError(
             [{"loc": ["query", "from"], "msg": "must not be after `to`", "type": "value_error"}]

@@ -314,6 +314,8 @@ async def test_the_cost_report_refuses_bad_ranges_and_needs_the_admin_token(gen_
     assert too_long.status_code == 422
     not_a_date = await gen_client.get("/v1/admin/costs?from=yesterday", headers=ADMIN)
     assert not_a_date.status_code == 422
+    end_of_time = await gen_client.get("/v1/admin/costs?to=9999-12-31", headers=ADMIN)
+    assert end_of_time.status_code == 422
     empty = await gen_client.get("/v1/admin/costs?from=2020-01-01&to=2020-01-31", headers=ADMIN)
     assert empty.status_code == 200
     assert empty.json() == {
