@@ -211,3 +211,27 @@ async def test_a_bad_priority_is_422_and_reserves_nothing(gen_client):
     assert response.json()["errors"][0]["loc"][-1] == "priority"
     balance = await balance_of(gen_client, who)
     assert (balance["available"], balance["reserved"]) == (3, 0)
+
+
+async def test_an_economy_image_whose_variant_cannot_be_fetched_is_retried_with_the_original(
+    gen_client, gen_sessionmaker, fake_anthropic
+):
+    who = await customer(gen_client, 2)
+    tag = uuid.uuid4().hex
+    fine = f"https://framerusercontent.com/images/{tag}/barn.jpg"
+    broken = f"https://framerusercontent.com/images/{tag}/fake-novariant/barn.jpg"
+    created = await economy_batch(
+        gen_client, who, "alt_text", [{"image_url": fine}, {"image_url": broken}]
+    )
+    batch = await wait_for(gen_client, who, created["id"], finished)
+    assert [item["status"] for item in batch["items"]] == ["succeeded", "succeeded"]
+    sent = [r["params"]["messages"][0]["content"][0]["source"]["url"] for r in
+            fake_anthropic.batch_requests_mentioning(tag)]  # fmt: skip
+    assert sorted(sent) == sorted([fine + "?scale-down-to=512", broken + "?scale-down-to=512"])
+    # The standard retry tried the variant (refused, free) and then the original.
+    retried = [c["messages"][0]["content"][0]["source"]["url"] for c in
+               fake_anthropic.calls_mentioning(tag)]  # fmt: skip
+    assert retried == [broken + "?scale-down-to=512", broken]
+    balance = await balance_of(gen_client, who)
+    assert (balance["available"], balance["reserved"]) == (0, 0)
+    await assert_reconciles(gen_sessionmaker)
