@@ -10,7 +10,6 @@ from app.costs.schemas import CostReport, CostRow, CostTotals
 from app.generation import pricing
 
 DEFAULT_DAYS = 30
-MAX_DAYS = 366
 
 
 def _per_credit(cost: int | None, credits: int) -> int | None:
@@ -24,7 +23,10 @@ async def cost_report(
 ) -> CostReport:
     """Per kind, model and priority between `first` and `last` (UTC days, inclusive)."""
     start = datetime.combine(first, time.min, tzinfo=UTC)
-    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
+    if last < date.max:
+        end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
+    else:
+        end = datetime.max.replace(tzinfo=UTC)
     prices = pricing.price_table(settings)
     rows = []
     total_cost = total_credits = 0

@@ -310,12 +310,15 @@ async def test_the_cost_report_refuses_bad_ranges_and_needs_the_admin_token(gen_
     )
     assert reversed_range.status_code == 422
     assert reversed_range.json()["code"] == "validation_error"
-    too_long = await gen_client.get("/v1/admin/costs?from=2025-01-01&to=2026-12-01", headers=ADMIN)
-    assert too_long.status_code == 422
+    unix_time = await gen_client.get("/v1/admin/costs?to=0", headers=ADMIN)
+    assert unix_time.status_code == 422
+    assert unix_time.json()["errors"][0]["loc"] == ["query", "to"]
     not_a_date = await gen_client.get("/v1/admin/costs?from=yesterday", headers=ADMIN)
     assert not_a_date.status_code == 422
-    end_of_time = await gen_client.get("/v1/admin/costs?to=9999-12-31", headers=ADMIN)
-    assert end_of_time.status_code == 422
+    end_of_time = await gen_client.get(
+        "/v1/admin/costs?from=0001-01-01&to=9999-12-31", headers=ADMIN
+    )
+    assert end_of_time.status_code == 200
     empty = await gen_client.get("/v1/admin/costs?from=2020-01-01&to=2020-01-31", headers=ADMIN)
     assert empty.status_code == 200
     assert empty.json() == {
