@@ -30,7 +30,8 @@ async def cost_report(
     prices = pricing.price_table(settings)
     rows = []
     total_cost = total_credits = 0
-    for group in await repository.usage_groups(session, start, end):
+    groups = await repository.usage_groups(session, start, end) if start < end else []
+    for group in groups:
         cost = pricing.cost_usd_micros(
             prices, group.model, group.priority, group.input_tokens, group.output_tokens
         )

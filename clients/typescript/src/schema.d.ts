@@ -556,6 +556,7 @@ export interface paths {
          * Get Costs
          * @description Model cost from the recorded token usage, per kind, model and priority: generations,
          *     tokens, cost and cost per credit charged (integer micro-dollars, economy at half price).
+         *     A `from` after `to` covers no day: an empty report.
          */
         get: operations["get_costs"];
         put?: never;
