@@ -166,7 +166,7 @@ async def create_generation_batch(
         body.site_id,
         GenerationKind(body.kind),
         [item.model_dump(mode="json", exclude_none=True) for item in body.items],
-        body.priority,
+        body.priority or "standard",
     )
     if claim is not None:
         await idempotency.complete(session, claim, 202, batch.model_dump(mode="json"))

@@ -123,9 +123,9 @@ Priority = Literal["standard", "economy"]
 
 
 class _BatchCreate(_GenerationCreate):
-    priority: Priority = "standard"
-    """`standard`: worked now, item after item; `economy`: through Anthropic's Message Batches
-    API at half the model cost, results within 24 hours."""
+    priority: Priority | None = None
+    """`standard` (when omitted): worked now, item after item; `economy`: through Anthropic's
+    Message Batches API at half the model cost, results within 24 hours."""
 
 
 class MetaTitleBatchCreate(_BatchCreate):

@@ -674,12 +674,8 @@ export interface components {
              * Format: uuid
              */
             site_id: string;
-            /**
-             * Priority
-             * @default standard
-             * @enum {string}
-             */
-            priority: "standard" | "economy";
+            /** Priority */
+            priority?: ("standard" | "economy") | null;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1285,12 +1281,8 @@ export interface components {
              * Format: uuid
              */
             site_id: string;
-            /**
-             * Priority
-             * @default standard
-             * @enum {string}
-             */
-            priority: "standard" | "economy";
+            /** Priority */
+            priority?: ("standard" | "economy") | null;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1320,12 +1312,8 @@ export interface components {
              * Format: uuid
              */
             site_id: string;
-            /**
-             * Priority
-             * @default standard
-             * @enum {string}
-             */
-            priority: "standard" | "economy";
+            /** Priority */
+            priority?: ("standard" | "economy") | null;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1459,12 +1447,8 @@ export interface components {
              * Format: uuid
              */
             site_id: string;
-            /**
-             * Priority
-             * @default standard
-             * @enum {string}
-             */
-            priority: "standard" | "economy";
+            /** Priority */
+            priority?: ("standard" | "economy") | null;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
