@@ -333,3 +333,40 @@ async def test_the_cost_report_refuses_bad_dates_and_needs_the_admin_token(gen_c
             "cost_per_credit_usd_micros": None,
         },
     }
+
+
+async def test_the_stand_in_counts_tokens_for_the_sdk_as_it_bills_them(fake_anthropic):
+    import anthropic
+
+    client = anthropic.AsyncAnthropic(api_key="sk-ant-test", base_url=fake_anthropic.url)
+    tag = uuid.uuid4().hex
+    params = {
+        "model": "claude-haiku-5-5",
+        "system": "Write the meta title.",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {
+                            "type": "url",
+                            "url": f"https://cdn.example.com/{tag}-fake-size-1092x1092.png",
+                        },
+                    },
+                    {"type": "text", "text": f"Oak tables {tag}"},
+                ],
+            }
+        ],
+    }
+    try:
+        counted = await client.messages.count_tokens(**params)  # type: ignore[arg-type]
+        message = await client.messages.create(max_tokens=50, **params)  # type: ignore[arg-type]
+    finally:
+        await client.close()
+    assert counted.input_tokens == message.usage.input_tokens
+    # A 1092 x 1092 image is about 1,590 tokens (Anthropic's table); the text is short.
+    assert 1590 <= counted.input_tokens < 1650
+    # Thinking was not turned off: Haiku 5.5 thinks (at medium effort) and bills it as output.
+    assert message.content[0].type == "thinking"
+    assert message.usage.output_tokens > 400
