@@ -3,7 +3,12 @@
 from app.accounts.models import Account, ApiKey, PluginSession, Site
 from app.credits.models import CreditBalance, CreditHold, LedgerEntry
 from app.db import Base
-from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
+from app.generation.models import (
+    Generation,
+    GenerationBatch,
+    GenerationBatchItem,
+    ProviderBatch,
+)
 from app.idempotency import IdempotencyRecord
 from app.outbound.models import OutboundAttempt, OutboundEvent
 from app.payments.models import PurchaseIntent, WebhookEvent
@@ -23,6 +28,7 @@ __all__ = [
     "OutboundAttempt",
     "OutboundEvent",
     "PluginSession",
+    "ProviderBatch",
     "PurchaseIntent",
     "Site",
     "UsageDay",
