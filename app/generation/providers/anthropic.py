@@ -6,9 +6,11 @@ everything else means this generation failed. An output that breaks its kind's r
 asked for once more within the same hold, then fails. Nothing here is ever charged: the
 service charges only a `ProviderResult`."""
 
+import inspect
 import math
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import anthropic
 from anthropic.types import MessageParam, TextBlockParam
@@ -27,6 +29,11 @@ from app.generation.providers.base import (
     ProviderError,
     ProviderResult,
 )
+
+
+class RateLimitObserver(Protocol):
+    def observe(self, status_code: int, headers: Mapping[str, str]) -> None: ...
+
 
 UNAVAILABLE_STATUSES = {429: "rate_limited", 503: "unavailable", 529: "overloaded"}
 DEFAULT_RETRY_AFTER_SECONDS = {429: 30, 503: 15, 529: 15}
@@ -140,9 +147,11 @@ def _retry_after(error: anthropic.APIStatusError) -> int:
 
 
 class AnthropicProvider:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, observer: RateLimitObserver | None = None) -> None:
         assert settings.anthropic_api_key is not None
         self.model = settings.anthropic_model
+        self.observer = observer
+        """Told the status and headers of every answer (the adaptive limiter)."""
         self.client = anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key.get_secret_value(),
             base_url=settings.anthropic_base_url,
@@ -190,9 +199,12 @@ class AnthropicProvider:
             "output_tokens": output_tokens,
         }
         try:
-            return await self.client.messages.create(
+            raw = await self.client.messages.with_raw_response.create(
                 model=self.model, max_tokens=MAX_TOKENS[kind], **request
             )
+        except anthropic.APIStatusError as exc:
+            self._observe(exc.status_code, exc.response.headers)
+            raise self._status_error(exc, usage) from exc
         except anthropic.APITimeoutError as exc:
             raise ProviderError(
                 FailureKind.FAILED, "timeout", "Claude did not answer in time.", **usage
@@ -201,21 +213,33 @@ class AnthropicProvider:
             raise ProviderError(
                 FailureKind.FAILED, "connection_error", "Claude could not be reached.", **usage
             ) from exc
-        except anthropic.APIStatusError as exc:
-            if exc.status_code in UNAVAILABLE_STATUSES:
-                raise ProviderError(
-                    FailureKind.UNAVAILABLE,
-                    UNAVAILABLE_STATUSES[exc.status_code],
-                    "Claude is rate limited or overloaded right now.",
-                    retry_after_seconds=_retry_after(exc),
-                    **usage,
-                ) from exc
-            raise ProviderError(
-                FailureKind.FAILED,
-                "upstream_error",
-                f"Claude answered with HTTP {exc.status_code}.",
+        self._observe(raw.status_code, raw.headers)
+        message = raw.parse()
+        if inspect.isawaitable(message):
+            message = await message
+        return message  # type: ignore[no-any-return]
+
+    def _observe(self, status_code: int, headers: Any) -> None:
+        """The rate-limit headers of an answer (`anthropic-ratelimit-*`, `retry-after`)."""
+        if self.observer is not None:
+            self.observer.observe(status_code, headers)
+
+    @staticmethod
+    def _status_error(exc: anthropic.APIStatusError, usage: dict[str, Any]) -> ProviderError:
+        if exc.status_code in UNAVAILABLE_STATUSES:
+            return ProviderError(
+                FailureKind.UNAVAILABLE,
+                UNAVAILABLE_STATUSES[exc.status_code],
+                "Claude is rate limited or overloaded right now.",
+                retry_after_seconds=_retry_after(exc),
                 **usage,
-            ) from exc
+            )
+        return ProviderError(
+            FailureKind.FAILED,
+            "upstream_error",
+            f"Claude answered with HTTP {exc.status_code}.",
+            **usage,
+        )
 
     def _read_output(
         self, kind: GenerationKind, payload: dict[str, Any], message: anthropic.types.Message
