@@ -24,9 +24,7 @@ depends_on: str | Sequence[str] | None = None
 ITEM = "generation_batch_item"
 CHECK = "ck_generation_batch_item_status_known"
 OLD_STATUSES = "status IN ('queued', 'running', 'succeeded', 'failed', 'canceled')"
-NEW_STATUSES = (
-    "status IN ('canceled', 'claimed', 'failed', 'generating', 'queued', 'succeeded')"
-)
+NEW_STATUSES = "status IN ('canceled', 'claimed', 'failed', 'generating', 'queued', 'succeeded')"
 OLD_PENDING = sa.text("status IN ('queued', 'running')")
 OPEN = sa.text("status IN ('claimed', 'generating', 'queued')")
 LEASED = sa.text("status IN ('claimed', 'generating')")
@@ -98,9 +96,7 @@ def downgrade() -> None:
     with op.batch_alter_table(ITEM) as batch:
         batch.drop_column("event_seq")
     _drop_check()
-    op.execute(
-        f"UPDATE {ITEM} SET status = 'running' WHERE status IN ('claimed', 'generating')"
-    )
+    op.execute(f"UPDATE {ITEM} SET status = 'running' WHERE status IN ('claimed', 'generating')")
     _set_check(OLD_STATUSES)
     op.create_index(
         "ix_generation_batch_item_pending",
