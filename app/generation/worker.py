@@ -30,6 +30,7 @@ from app.generation.lifecycle import LEASED, ItemState, check_move
 from app.generation.limiter import AdaptiveLimiter
 from app.generation.providers import create_provider
 from app.generation.providers.base import (
+    RATE_LIMITS_REQUEUED,
     FailureKind,
     GenerationKind,
     ProviderError,
@@ -210,6 +211,7 @@ class BatchWorkers:
     # --- working ---
 
     async def _work_forever(self) -> None:
+        RATE_LIMITS_REQUEUED.set(True)  # this task's context only
         while True:
             claimed = await self._queue.get()
             self._busy += 1
@@ -429,7 +431,10 @@ def _requeue(item: Any, batch: Any, answer: ProviderError, now: Any) -> list[uui
     item.claimed_by = None
     item.claim_token = None
     item.attempts = max(0, item.attempts - 1)
-    item.claimed_until = now + timedelta(seconds=answer.retry_after_seconds or 30)
+    wait = answer.retry_after_exact
+    if wait is None:
+        wait = answer.retry_after_seconds or 30
+    item.claimed_until = now + timedelta(seconds=wait)
     return []
 
 

@@ -24,6 +24,7 @@ from app.generation.outputs import (
     clean_text,
 )
 from app.generation.providers.base import (
+    RATE_LIMITS_REQUEUED,
     FailureKind,
     GenerationKind,
     ProviderError,
@@ -146,6 +147,18 @@ def _retry_after(error: anthropic.APIStatusError) -> int:
     return max(1, math.ceil(seconds))
 
 
+def _retry_after_exact(error: anthropic.APIStatusError) -> float | None:
+    """`retry-after-ms` (or `retry-after`) in seconds, unrounded."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            value = float(error.response.headers.get(name, ""))
+        except ValueError:
+            continue
+        if value >= 0:
+            return value * scale
+    return None
+
+
 class AnthropicProvider:
     def __init__(self, settings: Settings, observer: RateLimitObserver | None = None) -> None:
         assert settings.anthropic_api_key is not None
@@ -158,6 +171,9 @@ class AnthropicProvider:
             max_retries=settings.anthropic_max_retries,
             timeout=settings.anthropic_timeout_seconds,
         )
+        self._first_try = self.client.with_options(max_retries=0)
+        """For queued work (`RATE_LIMITS_REQUEUED`): one try, so a 429/529 goes back to the
+        limiter and the queue at once instead of into the SDK's retries."""
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -198,10 +214,21 @@ class AnthropicProvider:
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
         }
+        arguments = {"model": self.model, "max_tokens": MAX_TOKENS[kind], **request}
         try:
-            raw = await self.client.messages.with_raw_response.create(
-                model=self.model, max_tokens=MAX_TOKENS[kind], **request
-            )
+            if RATE_LIMITS_REQUEUED.get():
+                try:
+                    raw = await self._first_try.messages.with_raw_response.create(**arguments)
+                except anthropic.APIStatusError as exc:
+                    if exc.status_code in UNAVAILABLE_STATUSES:
+                        raise
+                    self._observe(exc.status_code, exc.response.headers)
+                    # Anything else the SDK would retry, it retries as usual.
+                    raw = await self.client.messages.with_raw_response.create(**arguments)
+                except anthropic.APIConnectionError:
+                    raw = await self.client.messages.with_raw_response.create(**arguments)
+            else:
+                raw = await self.client.messages.with_raw_response.create(**arguments)
         except anthropic.APIStatusError as exc:
             self._observe(exc.status_code, exc.response.headers)
             raise self._status_error(exc, usage) from exc
@@ -232,6 +259,7 @@ class AnthropicProvider:
                 UNAVAILABLE_STATUSES[exc.status_code],
                 "Claude is rate limited or overloaded right now.",
                 retry_after_seconds=_retry_after(exc),
+                retry_after_exact=_retry_after_exact(exc),
                 **usage,
             )
         return ProviderError(
