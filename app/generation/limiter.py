@@ -5,8 +5,8 @@ generations: adaptive concurrency (AIMD).
 * A 429 or 529 halves the limit (at least 1; once per round of calls, so one burst of
   rejections cuts once) and pauses new calls until its `retry-after` has passed.
 * The `anthropic-ratelimit-*-remaining` / `-reset` headers of every answer slow it down
-  before the limit: nothing left means no new call until the reset; little left means no
-  growth.
+  before the limit: nothing left means no new call until the reset; no more requests left
+  than the calls this process could add anyway means no growth.
 * Each success grows the limit by 1/limit, i.e. by one slot per `limit` successes, back up
   to the ceiling.
 
@@ -156,7 +156,8 @@ class AdaptiveLimiter:
             if left <= 0:
                 pause = max(pause, _reset_in_seconds(headers.get(f"{prefix}-reset"), wall_now) or 0)
                 tight = True
-            elif prefix == "anthropic-ratelimit-requests" and left < self.allowed:
+            elif prefix == "anthropic-ratelimit-requests" and left <= self._headroom():
+                # No more room than the calls we could add ourselves: do not grow.
                 tight = True
         if status_code in RATE_LIMITED_STATUSES:
             self.rate_limited += 1
@@ -176,6 +177,10 @@ class AdaptiveLimiter:
             self.paused_until = max(self.paused_until, now + pause)
         self._report()
         self._wake()
+
+    def _headroom(self) -> int:
+        """Calls this process could start without growing (this answer's slot included)."""
+        return max(0, self.allowed - self.in_use) + 1
 
     def _wake(self) -> None:
         """Let waiters look again (the limit may have grown); never blocks the caller."""

@@ -413,6 +413,23 @@ async def start_generating(
     return set(rows.scalars())
 
 
+START_GENERATING_SQL = f"""
+WITH moved AS (
+    UPDATE generation_batch_item AS i
+    SET status = 'generating', claimed_until = $3::timestamptz
+    FROM unnest($1::bigint[], $2::uuid[]) AS claim(id, token)
+    WHERE i.id = claim.id AND i.claim_token = claim.token AND i.status = 'claimed'
+      AND EXISTS (SELECT 1 FROM generation_batch b
+                  WHERE b.id = i.batch_id AND {ACTIVE_BATCHES_SQL})
+    RETURNING i.id
+)
+SELECT coalesce(array_agg(id), '{{}}') AS ids FROM moved
+"""
+"""`start_generating` as one statement (atomic, committed when it returns) on the driver
+pool: the worker's last step before the model call is one round trip. $1 item ids, $2
+their claim tokens, $3 the new lease."""
+
+
 async def lock_batches(
     session: AsyncSession, batch_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, GenerationBatch]:

@@ -16,7 +16,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -243,15 +243,30 @@ class BatchWorkers:
             self._starter = asyncio.create_task(self._start_waiting(), name="batch-starter")
         return await started
 
+    async def _start_generating(
+        self, claims: list[tuple[int, uuid.UUID]], lease_until: datetime
+    ) -> set[int]:
+        statements = self.runtime.statements
+        if statements is not None:  # PostgreSQL: one statement, one round trip
+            row = await statements.fetchrow(
+                repository.START_GENERATING_SQL,
+                [item_id for item_id, _ in claims],
+                [token for _, token in claims],
+                lease_until,
+            )
+            return set(row["ids"])
+        async with self.runtime.sessionmaker() as session, session.begin():
+            return await repository.start_generating(session, claims, lease_until)
+
     async def _start_waiting(self) -> None:
+        await asyncio.sleep(0)  # let workers finishing in the same instant join this update
         while self._starting:
             group, self._starting = self._starting, []
             lease_until = utcnow() + timedelta(seconds=self.settings.batch_lease_seconds)
             try:
-                async with self.runtime.sessionmaker() as session, session.begin():
-                    moved = await repository.start_generating(
-                        session, [(c.item_id, c.token) for c, _ in group], lease_until
-                    )
+                moved = await self._start_generating(
+                    [(c.item_id, c.token) for c, _ in group], lease_until
+                )
             except Exception:
                 # Not started: the items stay claimed and another claim takes them over.
                 logger.exception("starting %d batch item(s) failed", len(group))
@@ -342,6 +357,12 @@ class BatchWorkers:
                     _fail(item, batch, answer.reason, answer.detail, now)
             if released:
                 await credits.release_many(session, released, now=now)
+        # After the items' commit: of two instances finishing a batch's last items at once,
+        # the later check sees both. Here, not only when the claimer runs dry, so a batch
+        # beside a long one completes as soon as its last item does.
+        for batch_id in sorted(batches):
+            async with self.runtime.sessionmaker() as session, session.begin():
+                await repository.complete_batch_if_done(session, batch_id, utcnow())
         self.runtime.feeds.poke(batches)
 
     async def _hand_back(self, claimed: _Claimed) -> None:

@@ -94,7 +94,12 @@ class FakeAnthropic:
         """Requests refused with 429 by the rate-limit mode."""
         self._once: Counter[str] = Counter()
         self._lock = threading.Lock()
-        app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
+        app = Starlette(
+            routes=[
+                Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/fake/stats", self._stats, methods=["GET"]),
+            ]
+        )
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
         )
@@ -159,6 +164,17 @@ class FakeAnthropic:
             self.max_concurrent = max_concurrent
             self.rejected = 0
             self.peak_in_flight = 0
+
+    async def _stats(self, _request: Request) -> JSONResponse:
+        """What it saw, for benchmarks that run it in a process of its own."""
+        with self._lock:
+            return JSONResponse(
+                {
+                    "calls": len(self.calls),
+                    "rejected": self.rejected,
+                    "peak_in_flight": self.peak_in_flight,
+                }
+            )
 
     def calls_since(self, moment: float, text: str) -> int:
         """Requests mentioning `text` that arrived after `time.monotonic()` was `moment`."""

@@ -171,3 +171,61 @@ async def test_concurrent_claimers_take_different_items(pg_sessionmaker):
             second = await claim(second_session, 8)  # while the first is not committed
     assert len(first) == 8 and len(second) == 8
     assert not {row.id for row in first} & {row.id for row in second}
+
+
+async def test_both_spellings_of_the_start_move_exactly_the_claims_still_valid(pg_sessionmaker):
+    """`claimed -> generating`: the ORM update and the driver-pool statement agree: only
+    items still claimed under the given token, of batches not canceled, move."""
+    import asyncpg
+
+    from app.generation.repository import START_GENERATING_SQL
+    from tests.conftest import DEFAULT_PG
+
+    sessionmaker = pg_sessionmaker
+    now = utcnow()
+    outcomes = []
+    for spelling in ("orm", "statement"):
+        async with sessionmaker() as session, session.begin():
+            account, site = await add_account(session)
+            live = await add_batch(session, account, site, 4, created_at=now)
+            doomed = await add_batch(session, account, site, 2, created_at=now)
+        token = uuid.uuid4()
+        async with sessionmaker() as session, session.begin():
+            rows = await claim(session, 6, token)
+        async with sessionmaker() as session, session.begin():
+            (await session.get(GenerationBatch, doomed)).status = "canceled"
+            taken_over = next(row for row in rows if row.batch_id == live)
+            item = await session.get(GenerationBatchItem, taken_over.id)
+            item.claim_token = uuid.uuid4()  # another worker's claim now
+        claims = [(row.id, token) for row in rows]
+        lease = now + timedelta(seconds=30)
+        if spelling == "orm":
+            async with sessionmaker() as session, session.begin():
+                moved = await repository.start_generating(session, claims, lease)
+        else:
+            async with sessionmaker() as session:
+                url = session.get_bind().url.set(drivername="postgresql")
+            connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+            try:
+                row = await connection.fetchrow(
+                    START_GENERATING_SQL, [c[0] for c in claims], [c[1] for c in claims], lease
+                )
+            finally:
+                await connection.close()
+            moved = set(row["ids"])
+        expected = {row.id for row in rows if row.batch_id != doomed} - {taken_over.id}
+        async with sessionmaker() as session:
+            generating = set(
+                (
+                    await session.execute(
+                        select(GenerationBatchItem.id).where(
+                            GenerationBatchItem.id.in_([row.id for row in rows]),
+                            GenerationBatchItem.status == "generating",
+                        )
+                    )
+                ).scalars()
+            )
+        assert len(expected) >= 2 and any(row.batch_id == doomed for row in rows)
+        outcomes.append((moved == expected, generating == expected))
+    assert outcomes == [(True, True), (True, True)]
+    del DEFAULT_PG

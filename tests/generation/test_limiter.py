@@ -63,7 +63,7 @@ async def test_nothing_remaining_pauses_until_the_reset_and_little_remaining_sto
     limiter = AdaptiveLimiter(8, clock=clock)
     limiter.limit = 4.0
     limiter.observe(200, {"anthropic-ratelimit-requests-remaining": "2"})
-    assert limiter.limit == 4.0  # 2 left < 4 allowed: no growth
+    assert limiter.limit == 4.0  # 2 left: no more than this process could add itself
     reset = (datetime.now(UTC) + timedelta(seconds=3)).isoformat().replace("+00:00", "Z")
     limiter.observe(
         200,
