@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, exists, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from app.generation import lifecycle
 from app.generation.lifecycle import CANCELABLE, LEASED, UNFINISHED, ItemState, check_move
@@ -385,6 +386,15 @@ async def mark_batches_claimed(
     )
 
 
+MARK_BATCHES_CLAIMED_SQL = """
+UPDATE generation_batch
+SET last_claimed_at = $2::timestamptz,
+    status = CASE WHEN status = 'queued' THEN 'running' ELSE status END
+WHERE id = ANY($1::uuid[])
+"""
+"""`mark_batches_claimed` as one statement on the driver pool."""
+
+
 async def start_generating(
     session: AsyncSession,
     claims: Sequence[tuple[int, uuid.UUID]],
@@ -451,6 +461,7 @@ async def lock_items(
     """Lock the items, in id order (as every multi-item locker here does)."""
     statement = (
         select(GenerationBatchItem)
+        .options(defer(GenerationBatchItem.input))  # page content: large, not needed here
         .where(GenerationBatchItem.id.in_(item_ids))
         .order_by(GenerationBatchItem.id)
         .with_for_update()
@@ -653,6 +664,7 @@ async def items_after(
     """The batch's items that finished with an event number above `after_seq`, in order."""
     statement = (
         select(GenerationBatchItem)
+        .options(defer(GenerationBatchItem.input))
         .where(
             GenerationBatchItem.batch_id == batch_id,
             GenerationBatchItem.event_seq.is_not(None),

@@ -65,8 +65,9 @@ def instance_name() -> str:
 
 
 class BatchWorkers:
-    """One claimer fills a small local queue (at most `GENERATION_CONCURRENCY` items ahead,
-    claimed fairly in one statement) and `GENERATION_CONCURRENCY` workers generate from it.
+    """One claimer fills a small local queue (a quarter of `GENERATION_CONCURRENCY` items
+    ahead of the workers, claimed fairly in one statement) and `GENERATION_CONCURRENCY`
+    workers generate from it.
     A worker takes a slot of the process's provider limiter, then moves its item
     `claimed -> generating` in a committed update (grouped with the other workers' moves)
     and only then calls the model: a cancel committed before that update stops the item."""
@@ -76,6 +77,9 @@ class BatchWorkers:
         self.settings = runtime.settings
         self.concurrency = runtime.settings.generation_concurrency
         self.instance_id = instance_name()
+        self.ahead = max(1, self.concurrency // 4)
+        """Items claimed ahead of free workers: enough that a worker rarely waits for a claim,
+        few enough that a batch that just arrived waits behind few items claimed before it."""
         self._queue: asyncio.Queue[_Claimed] = asyncio.Queue()
         self._results: asyncio.Queue[tuple[_Claimed, ProviderResult | ProviderError] | None] = (
             asyncio.Queue()
@@ -126,7 +130,10 @@ class BatchWorkers:
             # Cleared before looking, so a nudge from now on wakes the wait below (and a wait
             # on a set event would return at once, without yielding: a busy loop).
             self._nudge.clear()
-            wanted = min(self.concurrency, 2 * self.concurrency - self._busy - self._queue.qsize())
+            wanted = min(
+                self.concurrency,
+                self.concurrency + self.ahead - self._busy - self._queue.qsize(),
+            )
             if wanted > 0:
                 try:
                     claimed = await self.claim(wanted)
@@ -187,11 +194,17 @@ class BatchWorkers:
             else:
                 claimed.append(item)
         if rows:
-            async with self.runtime.sessionmaker() as session, session.begin():
-                await repository.mark_batches_claimed(
-                    session, sorted({row.batch_id for row in rows}), now
-                )
+            await self._mark_batches_claimed(sorted({row.batch_id for row in rows}), now)
         return claimed
+
+    async def _mark_batches_claimed(self, batch_ids: list[uuid.UUID], now: datetime) -> None:
+        if self.runtime.statements is not None:  # PostgreSQL: one statement
+            await self.runtime.statements.fetchrow(
+                repository.MARK_BATCHES_CLAIMED_SQL, batch_ids, now
+            )
+            return
+        async with self.runtime.sessionmaker() as session, session.begin():
+            await repository.mark_batches_claimed(session, batch_ids, now)
 
     async def _complete_touched(self) -> None:
         """Nothing left to claim: mark finished any batch this instance worked on whose
@@ -357,12 +370,13 @@ class BatchWorkers:
                     _fail(item, batch, answer.reason, answer.detail, now)
             if released:
                 await credits.release_many(session, released, now=now)
-        # After the items' commit: of two instances finishing a batch's last items at once,
-        # the later check sees both. Here, not only when the claimer runs dry, so a batch
-        # beside a long one completes as soon as its last item does.
-        for batch_id in sorted(batches):
-            async with self.runtime.sessionmaker() as session, session.begin():
-                await repository.complete_batch_if_done(session, batch_id, utcnow())
+            await session.flush()
+            # In this transaction, under the batch rows' locks: whoever finishes a batch's
+            # items holds its row, so of two instances finishing the last items at once the
+            # later one sees both. Not only when the claimer runs dry, so a batch beside a
+            # long one completes as soon as its last item does.
+            for batch_id in sorted(batches):
+                await repository.complete_batch_if_done(session, batch_id, now)
         self.runtime.feeds.poke(batches)
 
     async def _hand_back(self, claimed: _Claimed) -> None:
