@@ -3,9 +3,8 @@
 Every finished item carries its batch's next event number (`event_seq`), taken under the
 batch row's lock in the transaction that finished it, so numbers follow commit order and
 any instance can resume a stream after any number (`Last-Event-ID`). A feed polls its
-batch once per interval (or sooner when a worker of this process recorded an item of it)
-however many streams follow it: the database sees one cheap read per batch and instance,
-not one per stream.
+batch once per interval however many streams follow it: the database sees one cheap read
+per batch and instance, not one per stream.
 """
 
 import asyncio
@@ -48,7 +47,6 @@ class BatchFeed:
     counts: dict[str, int] = field(default_factory=dict)
     followers: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    poke: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
 
@@ -120,13 +118,6 @@ class BatchFeeds:
         self.polls = 0
         """Reads made by all feeds (tests and benchmarks count them)."""
 
-    def poke(self, batch_ids: Iterable[uuid.UUID]) -> None:
-        """A worker here recorded items of these batches: read them now."""
-        for batch_id in batch_ids:
-            feed = self._feeds.get(batch_id)
-            if feed is not None:
-                feed.poke.set()
-
     @contextlib.contextmanager
     def follow(self, batch_id: uuid.UUID) -> Iterator[BatchFeed]:
         feed = self._feeds.get(batch_id)
@@ -152,7 +143,6 @@ class BatchFeeds:
 
     async def _run(self, feed: BatchFeed) -> None:
         while True:
-            feed.poke.clear()
             try:
                 changed = await self._read(feed)
             except asyncio.CancelledError:
@@ -167,9 +157,7 @@ class BatchFeeds:
                     feed.changed.notify_all()
             if feed.finished:
                 return  # nothing more can happen; followers read what is here
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await feed.poke.wait()
+            await asyncio.sleep(self._interval)
 
     async def _read(self, feed: BatchFeed) -> bool:
         self.polls += 1

@@ -377,7 +377,6 @@ class BatchWorkers:
             # long one completes as soon as its last item does.
             for batch_id in sorted(batches):
                 await repository.complete_batch_if_done(session, batch_id, now)
-        self.runtime.feeds.poke(batches)
 
     async def _hand_back(self, claimed: _Claimed) -> None:
         """Shutting down: the item goes back to the queue (its claim not counted), or is
