@@ -69,10 +69,6 @@ class BatchFeed:
                 high = middle
         return self.events[low:]
 
-    def counts_at(self, seq: int) -> dict[str, int]:
-        before = [event for event in self.events if event.seq <= seq]
-        return dict(before[-1].counts) if before else {}
-
     def add(self, batch: GenerationBatch, items: Iterable[GenerationBatchItem]) -> bool:
         """Take in a fresh read; True if anything changed."""
         grew = False
