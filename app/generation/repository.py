@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, exists, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import aliased, defer
 
 from app.generation import lifecycle
 from app.generation.lifecycle import CANCELABLE, LEASED, UNFINISHED, ItemState, check_move
@@ -119,7 +119,8 @@ CLAIMABLE_SQL = (
 worker that stopped renewing its lease."""
 
 ACTIVE_BATCHES_SQL = f"b.status IN ({', '.join(repr(s) for s in ACTIVE_BATCH_STATUSES)})"
-"""Batches the claim serves (one more condition here keeps a kind of batch out of it)."""
+"""Batches the claim serves, on both databases (one more condition here keeps a kind of
+batch out of the claim everywhere)."""
 
 FAIR_CLAIM_SQL = f"""
 WITH active AS (
@@ -308,17 +309,12 @@ async def claim_fairly(
             ClaimedRow(row.id, row.batch_id, row.hold_id, row.input, row.attempts, row.kind)
             for row in rows
         ]
+    b = aliased(GenerationBatch, name="b")
     candidates = (
         await session.execute(
-            select(
-                GenerationBatch.id,
-                GenerationBatch.account_id,
-                GenerationBatch.kind,
-                GenerationBatch.created_at,
-                GenerationBatch.last_claimed_at,
-            ).where(
-                GenerationBatch.status.in_(ACTIVE_BATCH_STATUSES),
-                exists().where(GenerationBatchItem.batch_id == GenerationBatch.id, _claimable(now)),
+            select(b.id, b.account_id, b.kind, b.created_at, b.last_claimed_at).where(
+                text(ACTIVE_BATCHES_SQL),  # the same batches as the statement's
+                exists().where(GenerationBatchItem.batch_id == b.id, _claimable(now)),
             )
         )
     ).all()

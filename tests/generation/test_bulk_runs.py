@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from app.config import Settings
 from app.credits.models import CreditHold, LedgerEntry
 from app.db import create_engine, create_sessionmaker
+from app.generation.models import GenerationBatchItem
 from tests.conftest import ADMIN
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.generation.conftest import assert_reconciles, create_database, drop_database
@@ -339,4 +340,16 @@ async def test_a_provider_capped_at_4_concurrent_calls_still_completes_every_ite
     print(f"48 items, 0.3 s calls, 4 at once: {took:.2f} s (ideal 3.6 s), {rejected} x 429")
     assert (balance["available"], balance["reserved"]) == (12, 0)
     assert await ledger_of_batch(cluster, batch["id"]) == (48, -48)
+    # A refused call spent no attempt: every item succeeded on its one counted attempt.
+    async with cluster.sessionmaker() as session:  # type: ignore[operator]
+        attempts = set(
+            (
+                await session.execute(
+                    select(GenerationBatchItem.attempts).where(
+                        GenerationBatchItem.batch_id == uuid.UUID(batch["id"])
+                    )
+                )
+            ).scalars()
+        )
+    assert attempts == {1}, attempts
     await assert_reconciles(cluster.sessionmaker)  # type: ignore[arg-type]
