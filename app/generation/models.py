@@ -18,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigIntPK, UTCDateTime, utcnow
-from app.generation.lifecycle import LEASED, UNFINISHED, ItemState, sql_list
+from app.generation.lifecycle import FINISHED, LEASED, UNFINISHED, ItemState, sql_list
 
 GENERATION_KINDS = ("meta_title", "meta_description", "alt_text", "schema")
 GENERATION_STATUSES = ("running", "succeeded", "failed")
@@ -28,6 +28,9 @@ ITEM_STATUSES = tuple(state.value for state in ItemState)
 ITEM_STATUS_CHECK = f"status IN ({sql_list(frozenset(ItemState))})"
 OPEN_ITEMS = f"status IN ({sql_list(UNFINISHED)})"
 LEASED_ITEMS = f"status IN ({sql_list(LEASED)})"
+UNNUMBERED_ITEMS = f"event_seq IS NULL AND status IN ({sql_list(FINISHED)})"
+PRIORITIES = ("standard", "economy")
+PRIORITY_KNOWN = "priority IN ('standard', 'economy')"
 
 
 class Generation(Base):
@@ -41,6 +44,7 @@ class Generation(Base):
         ),
         CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status_known"),
         CheckConstraint("credits_charged IN (0, 1)", name="credits_charged_zero_or_one"),
+        CheckConstraint(PRIORITY_KNOWN, name="priority_known"),
         Index(
             "ix_generation_running_expires_at",
             "expires_at",
@@ -72,6 +76,8 @@ class Generation(Base):
     output_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
     latency_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     """Wall time of the provider call(s), in milliseconds."""
+    priority: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
+    """`standard` (the Messages API) or `economy` (the Message Batches API, half price)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
@@ -88,6 +94,7 @@ class GenerationBatch(Base):
             "status IN ('queued', 'running', 'completed', 'canceled')", name="status_known"
         ),
         CheckConstraint("total > 0", name="total_positive"),
+        CheckConstraint(PRIORITY_KNOWN, name="priority_known"),
         Index(
             "ix_generation_batch_active",
             "created_at",
@@ -103,6 +110,8 @@ class GenerationBatch(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     total: Mapped[int] = mapped_column(Integer)
     """Number of items (one credit reserved for each)."""
+    priority: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
+    """`standard`: the batch workers; `economy`: Anthropic's Message Batches API."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -121,6 +130,7 @@ class GenerationBatchItem(Base):
         UniqueConstraint("batch_id", "index", name="uq_generation_batch_item_batch_id_index"),
         CheckConstraint(ITEM_STATUS_CHECK, name="status_known"),
         CheckConstraint("credits_charged IN (0, 1)", name="credits_charged_zero_or_one"),
+        CheckConstraint(PRIORITY_KNOWN, name="priority_known"),
         # The fair claim walks each active batch's unfinished items in order.
         Index(
             "ix_generation_batch_item_open",
@@ -136,6 +146,13 @@ class GenerationBatchItem(Base):
             "claimed_until",
             postgresql_where=text(LEASED_ITEMS),
             sqlite_where=text(LEASED_ITEMS),
+        ),
+        # Finished items still without an event number (the heartbeat numbers them).
+        Index(
+            "ix_generation_batch_item_unnumbered",
+            "batch_id",
+            postgresql_where=text(UNNUMBERED_ITEMS),
+            sqlite_where=text(UNNUMBERED_ITEMS),
         ),
         # A batch's events, resumed from any number.
         Index(
@@ -170,8 +187,44 @@ class GenerationBatchItem(Base):
     input_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
     output_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
     latency_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    priority: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
+    """The batch's priority (an economy item retried as a standard call stays `economy`)."""
+    provider_batch_id: Mapped[str | None] = mapped_column(String(100), index=True, default=None)
+    """Economy: the Anthropic message batch it was sent in (`custom_id` `item-<id>`)."""
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     event_seq: Mapped[int | None] = mapped_column(BigInteger, default=None)
     """Its event number in the batch's stream, given when it finished under the batch row's
     lock (so numbers follow commit order): `Last-Event-ID` resumes after it. Items canceled
     together share one number (one event)."""
+
+
+class ProviderBatch(Base):
+    """One Anthropic message batch of an economy batch. Its id is stored as soon as Anthropic
+    accepted it, so any instance polls it and settles its results."""
+
+    __tablename__ = "provider_batch"
+    __table_args__ = (
+        CheckConstraint("status IN ('submitted', 'settled')", name="status_known"),
+        Index(
+            "ix_provider_batch_submitted",
+            "next_poll_at",
+            postgresql_where=text("status = 'submitted'"),
+            sqlite_where=text("status = 'submitted'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    """Anthropic's message batch id (`msgbatch_...`)."""
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("generation_batch.id"), index=True)
+    model: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="submitted")
+    """`submitted` (at Anthropic, polled) or `settled` (every result recorded)."""
+    request_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_poll_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """Not polled again before then: the instance polling it now holds it until then."""
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    """Our batch was canceled: Anthropic's cancel is called until it answered."""
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    """When Anthropic accepted the cancel."""
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -118,7 +118,11 @@ CLAIMABLE_SQL = (
 """An item a worker may take: queued (and past any provider's Retry-After), or leased by a
 worker that stopped renewing its lease."""
 
-ACTIVE_BATCHES_SQL = f"b.status IN ({', '.join(repr(s) for s in ACTIVE_BATCH_STATUSES)})"
+ACTIVE_BATCHES_SQL = (
+    f"b.status IN ({', '.join(repr(s) for s in ACTIVE_BATCH_STATUSES)})"
+    # Economy batches go to the Message Batches API (`app.generation.economy`).
+    " AND b.priority = 'standard'"
+)
 """Batches the claim serves, on both databases (one more condition here keeps a kind of
 batch out of the claim everywhere)."""
 
@@ -452,18 +456,29 @@ async def lock_batches(
 
 
 async def lock_items(
-    session: AsyncSession, item_ids: Sequence[int]
+    session: AsyncSession, item_ids: Sequence[int], *, with_input: bool = True
 ) -> dict[int, GenerationBatchItem]:
-    """Lock the items, in id order (as every multi-item locker here does)."""
+    """Lock the items, in id order (as every multi-item locker here does); without their
+    (possibly large) input if the caller does not need it."""
+    options = [] if with_input else [defer(GenerationBatchItem.input)]
     statement = (
         select(GenerationBatchItem)
-        .options(defer(GenerationBatchItem.input))  # page content: large, not needed here
+        .options(*options)
         .where(GenerationBatchItem.id.in_(item_ids))
         .order_by(GenerationBatchItem.id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
     return {item.id: item for item in (await session.execute(statement)).scalars()}
+
+
+async def mark_batch_running(session: AsyncSession, batch_id: uuid.UUID) -> None:
+    await session.execute(
+        update(GenerationBatch)
+        .where(GenerationBatch.id == batch_id, GenerationBatch.status == "queued")
+        .values(status="running")
+        .execution_options(synchronize_session=False)
+    )
 
 
 def next_event_seq(batch: GenerationBatch) -> int:
@@ -566,6 +581,48 @@ async def cancel_unstarted_items(
     if holds:
         next_event_seq(batch)
     return holds
+
+
+_FINISHED = lifecycle.values(lifecycle.FINISHED)
+
+
+async def number_finished_items(session: AsyncSession, batch: GenerationBatch) -> int:
+    """Give each of the (locked) batch's finished items that has no event number yet its
+    own, in the order they finished (items finished by code that does not number them:
+    economy results, and items finished before event numbers existed); how many."""
+    unnumbered = (
+        await session.execute(
+            select(GenerationBatchItem.id)
+            .where(
+                GenerationBatchItem.batch_id == batch.id,
+                GenerationBatchItem.event_seq.is_(None),
+                GenerationBatchItem.status.in_(_FINISHED),
+            )
+            .order_by(GenerationBatchItem.finished_at, GenerationBatchItem.index)
+        )
+    ).scalars()
+    count = 0
+    for item_id in list(unnumbered):
+        await session.execute(
+            update(GenerationBatchItem)
+            .where(GenerationBatchItem.id == item_id)
+            .values(event_seq=next_event_seq(batch))
+            .execution_options(synchronize_session=False)
+        )
+        count += 1
+    return count
+
+
+async def batches_with_unnumbered_items(session: AsyncSession) -> list[uuid.UUID]:
+    statement = (
+        select(GenerationBatchItem.batch_id)
+        .where(
+            GenerationBatchItem.event_seq.is_(None),
+            GenerationBatchItem.status.in_(_FINISHED),
+        )
+        .distinct()
+    )
+    return list((await session.execute(statement)).scalars())
 
 
 async def canceled_batches_with_stale_items(

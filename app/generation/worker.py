@@ -325,7 +325,7 @@ class BatchWorkers:
         async with self.runtime.sessionmaker() as session, session.begin():
             batches = await repository.lock_batches(session, [c.batch_id for c, _ in results])
             items = await repository.lock_items(
-                session, [claimed.item_id for claimed, _ in results]
+                session, [claimed.item_id for claimed, _ in results], with_input=False
             )
             owned = []
             for claimed, answer in results:
@@ -384,7 +384,8 @@ class BatchWorkers:
         now = utcnow()
         async with self.runtime.sessionmaker() as session, session.begin():
             batch = (await repository.lock_batches(session, [claimed.batch_id]))[claimed.batch_id]
-            item = (await repository.lock_items(session, [claimed.item_id])).get(claimed.item_id)
+            locked = await repository.lock_items(session, [claimed.item_id], with_input=False)
+            item = locked.get(claimed.item_id)
             if item is None or item.status not in LEASED or item.claim_token != claimed.token:
                 return
             if batch.status == "canceled":
@@ -424,6 +425,12 @@ class BatchWorkers:
                 batch = (await repository.lock_batches(session, [batch_id]))[batch_id]
                 holds = await repository.cancel_stale_items(session, batch, now)
                 await credits.release_many(session, holds, now=now)
+        async with self.runtime.sessionmaker() as session, session.begin():
+            unnumbered = await repository.batches_with_unnumbered_items(session)
+        for batch_id in unnumbered:
+            async with self.runtime.sessionmaker() as session, session.begin():
+                batch = (await repository.lock_batches(session, [batch_id]))[batch_id]
+                await repository.number_finished_items(session, batch)
         async with self.runtime.sessionmaker() as session, session.begin():
             await repository.complete_finished_batches(session, utcnow())
         async with self.runtime.sessionmaker() as session, session.begin():

@@ -7,7 +7,7 @@ was generating. `generation_batch.last_claimed_at` orders the fair claim, and
 a stream can resume after any of them. The workers' queue index becomes per batch.
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-01 00:05:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0004"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -29,6 +29,7 @@ OLD_PENDING = sa.text("status IN ('queued', 'running')")
 OPEN = sa.text("status IN ('claimed', 'generating', 'queued')")
 LEASED = sa.text("status IN ('claimed', 'generating')")
 NUMBERED = sa.text("event_seq IS NOT NULL")
+UNNUMBERED = sa.text("event_seq IS NULL AND status IN ('canceled', 'failed', 'succeeded')")
 
 
 def _set_check(check: str) -> None:
@@ -75,6 +76,13 @@ def upgrade() -> None:
         sqlite_where=LEASED,
     )
     op.create_index(
+        "ix_generation_batch_item_unnumbered",
+        ITEM,
+        ["batch_id"],
+        postgresql_where=UNNUMBERED,
+        sqlite_where=UNNUMBERED,
+    )
+    op.create_index(
         "ix_generation_batch_item_event_seq",
         ITEM,
         ["batch_id", "event_seq"],
@@ -86,6 +94,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name, where in (
         ("ix_generation_batch_item_event_seq", NUMBERED),
+        ("ix_generation_batch_item_unnumbered", UNNUMBERED),
         ("ix_generation_batch_item_leased", LEASED),
         ("ix_generation_batch_item_open", OPEN),
     ):
