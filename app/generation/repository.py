@@ -481,6 +481,34 @@ async def mark_batch_running(session: AsyncSession, batch_id: uuid.UUID) -> None
     )
 
 
+async def hand_back_all(session: AsyncSession, instance_id: str) -> int:
+    """At shutdown: every item this instance still holds (claimed, or generating with its
+    call interrupted) in a batch not canceled goes back to the queue, its claim not
+    counted; how many. (Items of canceled batches are left to the stale-lease cleanup.)"""
+    result = await session.execute(
+        update(GenerationBatchItem)
+        .where(
+            GenerationBatchItem.claimed_by == instance_id,
+            GenerationBatchItem.status.in_(lifecycle.values(LEASED)),
+            # Not an economy item at Anthropic: its result comes from the message batch.
+            GenerationBatchItem.provider_batch_id.is_(None),
+            exists().where(
+                GenerationBatch.id == GenerationBatchItem.batch_id,
+                GenerationBatch.status.in_(ACTIVE_BATCH_STATUSES),
+            ),
+        )
+        .values(
+            status=ItemState.QUEUED,
+            claimed_by=None,
+            claim_token=None,
+            claimed_until=None,
+            attempts=GenerationBatchItem.attempts - 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def next_event_seq(batch: GenerationBatch) -> int:
     """Take the batch's next event number (the batch row must be locked)."""
     batch.event_seq = (batch.event_seq or 0) + 1

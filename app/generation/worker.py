@@ -122,6 +122,11 @@ class BatchWorkers:
         for claimed in waiting:
             with contextlib.suppress(Exception):
                 await self._hand_back(claimed)
+        # And whatever a task stopped mid-way left claimed (a claim committed but not yet
+        # queued here when the claimer was cancelled).
+        with contextlib.suppress(Exception):
+            async with self.runtime.sessionmaker() as session, session.begin():
+                await repository.hand_back_all(session, self.instance_id)
 
     # --- claiming ---
 
