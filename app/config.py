@@ -125,7 +125,11 @@ class Settings(BaseSettings):
     generation_timeout_seconds: float = Field(default=240.0, gt=0)
     """Budget of one generation, every SDK retry and our one output retry included."""
     generation_concurrency: int = Field(default=8, ge=1, le=256)
-    """Batch items this process generates at the same time."""
+    """Model calls this process makes at the same time, at most (batch items and single
+    generations share them; the adaptive limiter lowers it while the provider rate-limits)."""
+    generation_slot_wait_seconds: float = Field(default=5.0, gt=0)
+    """How long a single generation waits for a free model call slot before `503
+    provider_unavailable` (batch items wait as long as it takes)."""
     batch_hold_ttl_seconds: int = Field(default=600, ge=2)
     """How long a batch item's hold lives without a heartbeat from a live worker."""
     batch_lease_seconds: float = Field(default=60.0, gt=0)

@@ -8,6 +8,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -40,6 +41,18 @@ PROVIDER_SECONDS = Histogram(
 )
 PROVIDER_ERRORS = Counter(
     "rankframe_provider_errors_total", "Model provider errors by class", ["provider", "error"]
+)
+PROVIDER_CONCURRENCY_LIMIT = Gauge(
+    "rankframe_provider_concurrency_limit",
+    "Model calls allowed at once (the adaptive limiters' current limits, summed over the "
+    "live processes)",
+    ["limiter"],
+    multiprocess_mode="livesum",
+)
+PROVIDER_RATE_LIMITED = Counter(
+    "rankframe_provider_rate_limited_total",
+    "Model answers that were 429 or 529 (each one cuts the adaptive limit)",
+    ["limiter"],
 )
 PROVIDER_TOKENS = Counter(
     "rankframe_provider_tokens_total",

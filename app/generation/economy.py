@@ -42,6 +42,7 @@ from app.credits.service import Charge, HoldOutcome
 from app.db import utcnow
 from app.generation import economy_repository as repository
 from app.generation import repository as batches
+from app.generation.lifecycle import ItemState
 from app.generation.models import GenerationBatch, GenerationBatchItem, ProviderBatch
 from app.generation.outputs import InvalidOutput
 from app.generation.providers.anthropic import AnthropicProvider
@@ -208,7 +209,7 @@ class EconomyBatches:
                 if self.anthropic is None:
                     for item, _ in found:
                         if item.claim_token == token:
-                            item.status = "running"
+                            item.status = ItemState.GENERATING
                 await batches.mark_batch_running(session, claimed[0].batch_id)
         if not claimed:
             return True
@@ -278,7 +279,7 @@ class EconomyBatches:
             async with self.runtime.sessionmaker() as session, session.begin():
                 items = await batches.lock_items(session, [one.item_id])
                 item = items.get(one.item_id)
-                if item is None or item.status != "running" or item.claim_token != token:
+                if item is None or item.status != ItemState.GENERATING or item.claim_token != token:
                     continue
                 await self._record(
                     session, [(item, _Outcome(one.item_id, one.kind, one.payload, answer))]
@@ -318,7 +319,10 @@ class EconomyBatches:
             assert batch is not None
             kind = GenerationKind(batch.kind)
             for item in await batches.list_items(session, provider_batch.batch_id):
-                if item.provider_batch_id == provider_batch.id and item.status == "running":
+                if (
+                    item.provider_batch_id == provider_batch.id
+                    and item.status == ItemState.GENERATING
+                ):
                     kinds[item.id] = (kind, dict(item.input))
         group: list[_Outcome] = []
         results = await client.messages.batches.results(provider_batch.id)

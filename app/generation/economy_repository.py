@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.generation.lifecycle import ItemState
 from app.generation.models import GenerationBatch, GenerationBatchItem, ProviderBatch
 
 
@@ -30,7 +31,7 @@ async def claim_items(
                     ),
                 ),
                 and_(
-                    GenerationBatchItem.status == "running",
+                    GenerationBatchItem.status == ItemState.GENERATING,
                     GenerationBatchItem.provider_batch_id.is_(None),
                     GenerationBatchItem.claimed_until <= now,
                 ),
@@ -66,7 +67,7 @@ async def mark_submitted(
             GenerationBatchItem.status == "queued",
         )
         .values(
-            status="running",
+            status=ItemState.GENERATING,
             provider_batch_id=provider_batch_id,
             claim_token=None,
             claimed_until=None,
@@ -83,7 +84,10 @@ async def cancel_submitted_items(
     the caller) and its message batches marked for Anthropic's cancel."""
     rows = await session.execute(
         update(GenerationBatchItem)
-        .where(GenerationBatchItem.batch_id == batch_id, GenerationBatchItem.status == "running")
+        .where(
+            GenerationBatchItem.batch_id == batch_id,
+            GenerationBatchItem.status == ItemState.GENERATING,
+        )
         .values(status="canceled", finished_at=now, claimed_until=None, claim_token=None)
         .returning(GenerationBatchItem.hold_id)
         .execution_options(synchronize_session=False)
@@ -149,7 +153,7 @@ async def lock_running_items(
         .where(
             GenerationBatchItem.id.in_(item_ids),
             GenerationBatchItem.provider_batch_id == provider_batch_id,
-            GenerationBatchItem.status == "running",
+            GenerationBatchItem.status == ItemState.GENERATING,
         )
         .order_by(GenerationBatchItem.id)
         .with_for_update()
@@ -161,7 +165,7 @@ async def lock_running_items(
 async def running_item_ids(session: AsyncSession, provider_batch_id: str) -> list[int]:
     statement = select(GenerationBatchItem.id).where(
         GenerationBatchItem.provider_batch_id == provider_batch_id,
-        GenerationBatchItem.status == "running",
+        GenerationBatchItem.status == ItemState.GENERATING,
     )
     return list((await session.execute(statement)).scalars())
 
@@ -179,7 +183,7 @@ async def in_flight_holds(session: AsyncSession) -> list[uuid.UUID]:
     """Holds of economy items at Anthropic (no instance owns them: every instance keeps them
     alive)."""
     statement = select(GenerationBatchItem.hold_id).where(
-        GenerationBatchItem.status == "running",
+        GenerationBatchItem.status == ItemState.GENERATING,
         GenerationBatchItem.provider_batch_id.is_not(None),
     )
     return list((await session.execute(statement)).scalars())

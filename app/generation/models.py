@@ -18,11 +18,17 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigIntPK, UTCDateTime, utcnow
+from app.generation.lifecycle import FINISHED, LEASED, UNFINISHED, ItemState, sql_list
 
 GENERATION_KINDS = ("meta_title", "meta_description", "alt_text", "schema")
 GENERATION_STATUSES = ("running", "succeeded", "failed")
 BATCH_STATUSES = ("queued", "running", "completed", "canceled")
-ITEM_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+ITEM_STATUSES = tuple(state.value for state in ItemState)
+"""Stored item states (`app.generation.lifecycle`); the API publishes them mapped."""
+ITEM_STATUS_CHECK = f"status IN ({sql_list(frozenset(ItemState))})"
+OPEN_ITEMS = f"status IN ({sql_list(UNFINISHED)})"
+LEASED_ITEMS = f"status IN ({sql_list(LEASED)})"
+UNNUMBERED_ITEMS = f"event_seq IS NULL AND status IN ({sql_list(FINISHED)})"
 PRIORITIES = ("standard", "economy")
 PRIORITY_KNOWN = "priority IN ('standard', 'economy')"
 
@@ -109,6 +115,11 @@ class GenerationBatch(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    """When a worker last took items of it: the fair claim serves the batch (and the
+    account) waited on longest first, a batch never served before ahead of all."""
+    event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """The last event number given to one of its items (see the item's `event_seq`)."""
 
 
 class GenerationBatchItem(Base):
@@ -117,19 +128,39 @@ class GenerationBatchItem(Base):
     __tablename__ = "generation_batch_item"
     __table_args__ = (
         UniqueConstraint("batch_id", "index", name="uq_generation_batch_item_batch_id_index"),
-        CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed', 'canceled')",
-            name="status_known",
-        ),
+        CheckConstraint(ITEM_STATUS_CHECK, name="status_known"),
         CheckConstraint("credits_charged IN (0, 1)", name="credits_charged_zero_or_one"),
         CheckConstraint(PRIORITY_KNOWN, name="priority_known"),
-        # The workers' queue: items waiting, and items whose worker stopped renewing its lease.
+        # The fair claim walks each active batch's unfinished items in order.
         Index(
-            "ix_generation_batch_item_pending",
-            "status",
+            "ix_generation_batch_item_open",
+            "batch_id",
+            "index",
+            postgresql_where=text(OPEN_ITEMS),
+            sqlite_where=text(OPEN_ITEMS),
+        ),
+        # Leases to renew or to take over.
+        Index(
+            "ix_generation_batch_item_leased",
+            "claimed_by",
             "claimed_until",
-            postgresql_where=text("status IN ('queued', 'running')"),
-            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text(LEASED_ITEMS),
+            sqlite_where=text(LEASED_ITEMS),
+        ),
+        # Finished items still without an event number (the heartbeat numbers them).
+        Index(
+            "ix_generation_batch_item_unnumbered",
+            "batch_id",
+            postgresql_where=text(UNNUMBERED_ITEMS),
+            sqlite_where=text(UNNUMBERED_ITEMS),
+        ),
+        # A batch's events, resumed from any number.
+        Index(
+            "ix_generation_batch_item_event_seq",
+            "batch_id",
+            "event_seq",
+            postgresql_where=text("event_seq IS NOT NULL"),
+            sqlite_where=text("event_seq IS NOT NULL"),
         ),
     )
 
@@ -161,6 +192,10 @@ class GenerationBatchItem(Base):
     provider_batch_id: Mapped[str | None] = mapped_column(String(100), index=True, default=None)
     """Economy: the Anthropic message batch it was sent in (`custom_id` `item-<id>`)."""
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    event_seq: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Its event number in the batch's stream, given when it finished under the batch row's
+    lock (so numbers follow commit order): `Last-Event-ID` resumes after it. Items canceled
+    together share one number (one event)."""
 
 
 class ProviderBatch(Base):

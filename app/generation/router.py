@@ -1,10 +1,10 @@
-import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app import idempotency
 from app.accounts.dependencies import CurrentAccount
@@ -24,6 +24,7 @@ from app.generation.providers.base import GenerationKind
 from app.generation.schemas import (
     BatchCreate,
     BatchDetail,
+    BatchProgressEvent,
     BatchRead,
     GenerationCreate,
     GenerationCreated,
@@ -188,40 +189,52 @@ async def get_generation_batch(
     return await service.get_batch(session, account.id, batch_id)
 
 
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="The `id` of the last event received: the stream resumes after it "
+        "(on any instance). Missing, malformed or unknown: the current state first.",
+    ),
+]
+
+
+async def own_batch(batch_id: uuid.UUID, account: CurrentAccount, runtime: Runtime) -> uuid.UUID:
+    """The batch id, if the batch is the caller's (else 404, before the stream starts)."""
+    await service.ensure_batch(runtime.sessionmaker, account.id, batch_id)
+    return batch_id
+
+
+OwnBatch = Annotated[uuid.UUID, Depends(own_batch)]
+
+
 @router.get(
     "/v1/generation-batches/{batch_id}/events",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
     responses={
         200: {
-            "description": "Server-Sent Events: `progress` (the batch and the item that just "
-            "finished; the first one carries the current state and no item), then `done`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-Sent Events, each with an `id:` (the first also with "
+            "`retry:`). `progress`: a `BatchProgressEvent`; without `Last-Event-ID` the first "
+            "one is the current state (`item` null), then one per finished item (`item` "
+            "null for items canceled together). `done`: the final state, then the stream "
+            "ends. `: ping` comments keep the connection open.",
         },
         **problem_responses(Unauthorized, NotFound),
     },
 )
 async def stream_generation_batch_events(
-    batch_id: uuid.UUID, account: CurrentAccount, runtime: Runtime
-) -> StreamingResponse:
-    """Live progress of a batch, from whichever instance works on it."""
-    events = await service.batch_events(
-        runtime.sessionmaker, runtime.settings, account.id, batch_id
-    )
-    return StreamingResponse(
-        _server_sent(events),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
-
-
-async def _server_sent(
-    events: AsyncIterator[tuple[str, dict[str, Any] | None]],
-) -> AsyncIterator[str]:
-    async for event, data in events:
-        if data is None:
-            yield ": ping\n\n"
+    batch_id: OwnBatch, runtime: Runtime, last_event_id: LastEventId = None
+) -> AsyncIterator[BatchProgressEvent]:
+    """Live progress of a batch, from whichever instance works on it; resumable."""
+    async for event in service.batch_events(runtime, batch_id, last_event_id):
+        # `ServerSentEvent`s go out as they are; the annotation documents their `data`.
+        if event.event is None:
+            yield cast(Any, ServerSentEvent(comment="ping"))
         else:
-            yield f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+            sent = ServerSentEvent(
+                event=event.event, id=event.id, data=event.data, retry=event.retry
+            )
+            yield cast(Any, sent)
 
 
 @router.post(

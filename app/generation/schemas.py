@@ -340,8 +340,11 @@ class BatchDetail(BatchRead):
 
 
 class BatchProgressEvent(BaseModel):
-    """The data of a batch's `progress` and `done` events."""
+    """The data of a batch's `progress` and `done` events. The event's `id` is the batch's
+    event number: reconnect with it as `Last-Event-ID` to get only what came after."""
 
     batch: BatchRead
+    """The batch with its counters as of this event."""
     item: BatchItemRead | None
-    """The item that just finished; null in the first event and in `done`."""
+    """The item that just finished; null in the current-state event, in `done`, and when a
+    cancel stopped several items at once."""

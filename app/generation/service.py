@@ -33,7 +33,9 @@ from app.credits.service import HoldOutcome
 from app.credits.views import balance_read, balance_snapshot
 from app.db import StatementRunner, utcnow
 from app.errors import AppError, NotFound, app_error_body
-from app.generation import economy_repository, pricing, repository
+from app.generation import economy_repository, lifecycle, pricing, repository
+from app.generation.events import BatchFeeds, StreamEvent, follow_batch, parse_last_event_id
+from app.generation.limiter import AdaptiveLimiter, SlotUnavailable
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
 from app.generation.providers.base import (
     FailureKind,
@@ -93,6 +95,13 @@ class GenerationRuntime:
     """PostgreSQL: the single generation's reserve and charge run as one statement each."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     batch_created: asyncio.Event = field(default_factory=asyncio.Event)
+    limiter: AdaptiveLimiter = field(default_factory=lambda: AdaptiveLimiter(8))
+    """The process's gate in front of the provider (batch workers and single generations)."""
+    feeds: BatchFeeds = field(init=False)
+    """The process's batch event feeds (one poll per followed batch)."""
+
+    def __post_init__(self) -> None:
+        self.feeds = BatchFeeds(self.sessionmaker, self.settings.batch_events_interval_seconds)
 
     async def detached(self, work: Coroutine[Any, Any, T]) -> T:
         """Run `work` as a task the request's cancellation cannot stop (a client that
@@ -111,6 +120,7 @@ class GenerationRuntime:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        await self.feeds.close()
         await self.provider.aclose()
 
 
@@ -483,8 +493,16 @@ async def _call_provider(
 
 async def _run(runtime: GenerationRuntime, started: _Started) -> Outcome:
     try:
-        answer = await call_provider(
-            runtime.provider, runtime.settings, started.kind, started.payload
+        async with runtime.limiter.slot(runtime.settings.generation_slot_wait_seconds):
+            answer = await call_provider(
+                runtime.provider, runtime.settings, started.kind, started.payload
+            )
+    except SlotUnavailable as busy:
+        answer = ProviderError(
+            FailureKind.UNAVAILABLE,
+            "busy",
+            "The AI provider is at its limit right now.",
+            retry_after_seconds=busy.retry_after_seconds,
         )
     except asyncio.CancelledError:
         # Shutting down mid-call: give the credit back now rather than at hold expiry.
@@ -714,7 +732,7 @@ def item_read(item: GenerationBatchItem) -> BatchItemRead:
     reason, detail = _split_error(item.error_detail)
     return BatchItemRead(
         index=item.index,
-        status=item.status,  # type: ignore[arg-type]
+        status=lifecycle.published(item.status),  # type: ignore[arg-type]
         output=_output_read(item.output),
         error=_error_read(item.error_code, detail, reason),
     )
@@ -786,7 +804,8 @@ async def get_batch(
     items = await repository.list_items(session, batch_id)
     counts: dict[str, int] = {}
     for item in items:
-        counts[item.status] = counts.get(item.status, 0) + 1
+        status = lifecycle.published(item.status)
+        counts[status] = counts.get(status, 0) + 1
     return BatchDetail(
         **batch_read(batch, counts).model_dump(), items=[item_read(i) for i in items]
     )
@@ -795,93 +814,44 @@ async def get_batch(
 async def cancel_batch(
     session: AsyncSession, account_id: uuid.UUID, batch_id: uuid.UUID
 ) -> BatchRead:
-    """Stop the batch: items not started are canceled and their credits released at once;
-    items being generated right now finish (and are charged if they succeed)."""
+    """Stop the batch: every item whose model call has not started (queued, or claimed by a
+    worker of any instance) is canceled and its credit released, in this transaction; a
+    worker moves an item to `generating` only while its batch is not canceled, so once this
+    commits no call starts. Calls already in flight finish (and are charged if they
+    succeed)."""
     await _load_batch(session, account_id, batch_id)
     batch = await repository.lock_batch(session, batch_id)
-    if batch.status in ("queued", "running"):
+    if batch.status in repository.ACTIVE_BATCH_STATUSES:
         now = utcnow()
         batch.status = "canceled"
         batch.canceled_at = now
-        hold_ids = await repository.cancel_queued_items(session, batch_id, now)
+        hold_ids = await repository.cancel_unstarted_items(session, batch, now)
         if batch.priority == "economy":
             hold_ids += await economy_repository.cancel_submitted_items(session, batch_id, now)
+            await repository.number_finished_items(session, batch)
         await credits.release_many(session, hold_ids, now=now)
         await session.flush()
     return batch_read(batch, await repository.item_counts(session, batch_id))
 
 
-@dataclass
-class _EventState:
-    total: int
-    seen: dict[int, str] = field(default_factory=dict)
-    """Finished items already reported, by index, with their status."""
-
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for status in self.seen.values():
-            counts[status] = counts.get(status, 0) + 1
-        return counts
+async def ensure_batch(
+    sessionmaker: async_sessionmaker[AsyncSession], account_id: uuid.UUID, batch_id: uuid.UUID
+) -> None:
+    """`NotFound` unless the batch is the account's (in a short session of its own, so a
+    stream holds no connection)."""
+    async with sessionmaker() as session:
+        await _load_batch(session, account_id, batch_id)
 
 
-async def batch_events(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    account_id: uuid.UUID,
-    batch_id: uuid.UUID,
-) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
-    """The batch's events as `(event, data)`: the current state first (`progress` with no
-    item), then `progress` per finished item in the order they finished, then `done`; `ping`
-    (no data) when nothing happened for a while. Reads the database, so it follows workers
-    on every instance. Raises `NotFound` before the first event."""
-    async with sessionmaker() as session, session.begin():
-        batch = await _load_batch(session, account_id, batch_id)
-        items = await repository.list_items(session, batch_id)
-    state = _EventState(total=batch.total)
-    for item in items:
-        if item.status in repository.FINISHED_ITEM_STATUSES:
-            state.seen[item.index] = item.status
-    return _event_stream(sessionmaker, settings, batch, state)
-
-
-def _event(batch: GenerationBatch, state: _EventState, item: Any) -> dict[str, Any]:
-    return {
-        "batch": batch_read(batch, state.counts()).model_dump(mode="json"),
-        "item": item_read(item).model_dump(mode="json") if item is not None else None,
-    }
-
-
-async def _event_stream(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    batch: GenerationBatch,
-    state: _EventState,
-) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
-    yield "progress", _event(batch, state, None)
-    last_sent = time.monotonic()
-    while True:
-        if batch.status in ("completed", "canceled") and len(state.seen) == state.total:
-            yield "done", _event(batch, state, None)
-            return
-        await asyncio.sleep(settings.batch_events_interval_seconds)
-        async with sessionmaker() as session, session.begin():
-            fresh = await repository.get_batch(session, batch.account_id, batch.id)
-            assert fresh is not None
-            batch = fresh
-            finished = await repository.finished_item_indexes(session, batch.id)
-            new = [index for index in finished if index not in state.seen]
-            new_items = await repository.items_by_index(session, batch.id, new) if new else []
-        canceled = 0
-        for item in new_items:
-            state.seen[item.index] = item.status
-            if item.status == "canceled":
-                canceled += 1
-                continue
-            yield "progress", _event(batch, state, item)
-            last_sent = time.monotonic()
-        if canceled:
-            yield "progress", _event(batch, state, None)
-            last_sent = time.monotonic()
-        if time.monotonic() - last_sent >= settings.sse_ping_interval_seconds:
-            yield "ping", None
-            last_sent = time.monotonic()
+def batch_events(
+    runtime: GenerationRuntime, batch_id: uuid.UUID, last_event_id: str | None
+) -> AsyncIterator[StreamEvent]:
+    """The batch's events (see `app.generation.events.follow_batch`), from this process's
+    one feed of the batch, which follows workers on every instance."""
+    return follow_batch(
+        runtime.feeds,
+        batch_id,
+        parse_last_event_id(last_event_id),
+        ping_seconds=runtime.settings.sse_ping_interval_seconds,
+        snapshot=lambda batch, counts: batch_read(batch, counts).model_dump(mode="json"),
+    )

@@ -16,7 +16,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,8 +26,11 @@ from app.credits import service as credits
 from app.credits.service import Charge, HoldOutcome
 from app.db import StatementRunner, utcnow
 from app.generation import repository
+from app.generation.lifecycle import LEASED, ItemState, check_move
+from app.generation.limiter import AdaptiveLimiter
 from app.generation.providers import create_provider
 from app.generation.providers.base import (
+    RATE_LIMITS_REQUEUED,
     FailureKind,
     GenerationKind,
     ProviderError,
@@ -62,14 +65,21 @@ def instance_name() -> str:
 
 
 class BatchWorkers:
-    """One claimer fills a small local queue (at most `GENERATION_CONCURRENCY` items ahead,
-    claimed in one transaction) and `GENERATION_CONCURRENCY` workers generate from it."""
+    """One claimer fills a small local queue (a quarter of `GENERATION_CONCURRENCY` items
+    ahead of the workers, claimed fairly in one statement) and `GENERATION_CONCURRENCY`
+    workers generate from it.
+    A worker takes a slot of the process's provider limiter, then moves its item
+    `claimed -> generating` in a committed update (grouped with the other workers' moves)
+    and only then calls the model: a cancel committed before that update stops the item."""
 
     def __init__(self, runtime: GenerationRuntime) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.concurrency = runtime.settings.generation_concurrency
         self.instance_id = instance_name()
+        self.ahead = max(1, self.concurrency // 4)
+        """Items claimed ahead of free workers: enough that a worker rarely waits for a claim,
+        few enough that a batch that just arrived waits behind few items claimed before it."""
         self._queue: asyncio.Queue[_Claimed] = asyncio.Queue()
         self._results: asyncio.Queue[tuple[_Claimed, ProviderResult | ProviderError] | None] = (
             asyncio.Queue()
@@ -78,6 +88,8 @@ class BatchWorkers:
         self._touched: set[uuid.UUID] = set()
         """Batches this instance worked on that may have just finished."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._starting: list[tuple[_Claimed, asyncio.Future[bool]]] = []
+        self._starter: asyncio.Task[None] | None = None
 
     @property
     def _nudge(self) -> asyncio.Event:
@@ -98,6 +110,8 @@ class BatchWorkers:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._starter is not None:
+            await asyncio.gather(self._starter, return_exceptions=True)
         # Record the results already in, then stop.
         self._results.put_nowait(None)
         await asyncio.gather(self._recorder, return_exceptions=True)
@@ -107,7 +121,12 @@ class BatchWorkers:
             waiting.append(self._queue.get_nowait())
         for claimed in waiting:
             with contextlib.suppress(Exception):
-                await self._unclaim(claimed)
+                await self._hand_back(claimed)
+        # And whatever a task stopped mid-way left claimed (a claim committed but not yet
+        # queued here when the claimer was cancelled).
+        with contextlib.suppress(Exception):
+            async with self.runtime.sessionmaker() as session, session.begin():
+                await repository.hand_back_all(session, self.instance_id)
 
     # --- claiming ---
 
@@ -116,7 +135,10 @@ class BatchWorkers:
             # Cleared before looking, so a nudge from now on wakes the wait below (and a wait
             # on a set event would return at once, without yielding: a busy loop).
             self._nudge.clear()
-            wanted = min(self.concurrency, 2 * self.concurrency - self._busy - self._queue.qsize())
+            wanted = min(
+                self.concurrency,
+                self.concurrency + self.ahead - self._busy - self._queue.qsize(),
+            )
             if wanted > 0:
                 try:
                     claimed = await self.claim(wanted)
@@ -127,7 +149,7 @@ class BatchWorkers:
                     claimed = []
                 for item in claimed:
                     self._queue.put_nowait(item)
-                if len(claimed) == wanted:
+                if claimed:
                     continue
                 await self._complete_touched()
             # `asyncio.timeout`, not `wait_for`: on 3.11 `wait_for` can swallow a cancel.
@@ -136,80 +158,58 @@ class BatchWorkers:
                     await self._nudge.wait()
 
     async def claim(self, limit: int) -> list[_Claimed]:
-        """Claim up to `limit` items in one short transaction. Items that need no work (of a
-        canceled batch, with an expired hold, out of attempts) are resolved on the way."""
+        """Claim up to `limit` items, fairly, in one short transaction. Claimed items that
+        need no call (out of attempts, or their hold expired) are failed by the recorder."""
         settings = self.settings
         now = utcnow()
         token = uuid.uuid4()
-        claimed: list[_Claimed] = []
-        queued_batches: set[uuid.UUID] = set()
         async with self.runtime.sessionmaker() as session, session.begin():
-            found = await repository.claim_items(session, now, limit)
-            candidates = []
-            for item, batch in found:
-                self._touched.add(batch.id)
-                if batch.status == "canceled":
-                    await credits.release(session, item.hold_id, now=now)
-                    item.status, item.finished_at, item.claimed_until = "canceled", now, None
-                elif item.attempts >= settings.batch_max_attempts:
-                    await credits.release(session, item.hold_id, now=now)
-                    self._fail(item, "interrupted", "Its workers kept stopping.", now)
-                else:
-                    candidates.append((item, batch))
+            rows = await repository.claim_fairly(
+                session,
+                now,
+                limit,
+                instance_id=self.instance_id,
+                claim_token=token,
+                claimed_until=now + timedelta(seconds=settings.batch_lease_seconds),
+            )
+            fresh = [row for row in rows if row.attempts <= settings.batch_max_attempts]
             alive = set(
                 await credits.keep_alive(
                     session,
-                    [item.hold_id for item, _ in candidates],
+                    [row.hold_id for row in fresh],
                     ttl=timedelta(seconds=settings.batch_hold_ttl_seconds),
                     now=now,
                 )
             )
-            started = []
-            for item, batch in candidates:
-                if item.hold_id not in alive:
-                    # No live worker kept its reservation: the credit went (or goes) back.
-                    await credits.release(session, item.hold_id, now=now)
-                    self._fail(
-                        item,
-                        "reservation_expired",
-                        "Its credit reservation expired before it could be generated.",
-                        now,
-                    )
-                    continue
-                started.append(item.id)
-                if batch.status == "queued":
-                    queued_batches.add(batch.id)
-                claimed.append(
-                    _Claimed(
-                        item.id,
-                        token,
-                        batch.id,
-                        GenerationKind(batch.kind),
-                        dict(item.input),
-                        item.attempts + 1,
-                    )
+        claimed = []
+        for row in rows:
+            self._touched.add(row.batch_id)
+            item = _Claimed(
+                row.id, token, row.batch_id, GenerationKind(row.kind), dict(row.input), row.attempts
+            )
+            if row.attempts > settings.batch_max_attempts:
+                self._results.put_nowait(
+                    (item, ProviderError(FailureKind.FAILED, "interrupted", OUT_OF_ATTEMPTS))
                 )
-            if started:
-                await repository.start_items(
-                    session,
-                    started,
-                    instance_id=self.instance_id,
-                    claim_token=token,
-                    claimed_until=now + timedelta(seconds=settings.batch_lease_seconds),
+            elif row.hold_id not in alive:
+                # No live worker kept its reservation: the credit went (or goes) back.
+                self._results.put_nowait(
+                    (item, ProviderError(FailureKind.FAILED, "reservation_expired", EXPIRED))
                 )
-        for batch_id in queued_batches:
-            async with self.runtime.sessionmaker() as session, session.begin():
-                await repository.mark_batch_running(session, batch_id)
+            else:
+                claimed.append(item)
+        if rows:
+            await self._mark_batches_claimed(sorted({row.batch_id for row in rows}), now)
         return claimed
 
-    @staticmethod
-    def _fail(item: Any, reason: str, detail: str, now: Any) -> None:
-        item.status = "failed"
-        item.error_code = "generation_failed"
-        item.error_detail = f"{reason}: {detail}"
-        item.finished_at = now
-        item.claimed_until = None
-        item.claim_token = None
+    async def _mark_batches_claimed(self, batch_ids: list[uuid.UUID], now: datetime) -> None:
+        if self.runtime.statements is not None:  # PostgreSQL: one statement
+            await self.runtime.statements.fetchrow(
+                repository.MARK_BATCHES_CLAIMED_SQL, batch_ids, now
+            )
+            return
+        async with self.runtime.sessionmaker() as session, session.begin():
+            await repository.mark_batches_claimed(session, batch_ids, now)
 
     async def _complete_touched(self) -> None:
         """Nothing left to claim: mark finished any batch this instance worked on whose
@@ -229,22 +229,69 @@ class BatchWorkers:
     # --- working ---
 
     async def _work_forever(self) -> None:
+        RATE_LIMITS_REQUEUED.set(True)  # this task's context only
         while True:
             claimed = await self._queue.get()
             self._busy += 1
             try:
-                answer = await call_provider(
-                    self.runtime.provider, self.settings, claimed.kind, claimed.payload
-                )
+                async with self.runtime.limiter.slot():
+                    if not await self._start(claimed):
+                        # Canceled (or taken over) before its call: nothing was sent.
+                        self._nudge.set()
+                        continue
+                    answer = await call_provider(
+                        self.runtime.provider, self.settings, claimed.kind, claimed.payload
+                    )
             except asyncio.CancelledError:
                 # Shutting down: hand the item back at once instead of waiting for the lease.
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._unclaim(claimed))
+                    await asyncio.shield(self._hand_back(claimed))
                 raise
             finally:
                 self._busy -= 1
             self._results.put_nowait((claimed, answer))
             self._nudge.set()
+
+    async def _start(self, claimed: _Claimed) -> bool:
+        """`claimed -> generating`, committed: True if this worker may call the model now.
+        Workers starting at the same time share one update (group commit)."""
+        started: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._starting.append((claimed, started))
+        if self._starter is None or self._starter.done():
+            self._starter = asyncio.create_task(self._start_waiting(), name="batch-starter")
+        return await started
+
+    async def _start_generating(
+        self, claims: list[tuple[int, uuid.UUID]], lease_until: datetime
+    ) -> set[int]:
+        statements = self.runtime.statements
+        if statements is not None:  # PostgreSQL: one statement, one round trip
+            row = await statements.fetchrow(
+                repository.START_GENERATING_SQL,
+                [item_id for item_id, _ in claims],
+                [token for _, token in claims],
+                lease_until,
+            )
+            return set(row["ids"])
+        async with self.runtime.sessionmaker() as session, session.begin():
+            return await repository.start_generating(session, claims, lease_until)
+
+    async def _start_waiting(self) -> None:
+        await asyncio.sleep(0)  # let workers finishing in the same instant join this update
+        while self._starting:
+            group, self._starting = self._starting, []
+            lease_until = utcnow() + timedelta(seconds=self.settings.batch_lease_seconds)
+            try:
+                moved = await self._start_generating(
+                    [(c.item_id, c.token) for c, _ in group], lease_until
+                )
+            except Exception:
+                # Not started: the items stay claimed and another claim takes them over.
+                logger.exception("starting %d batch item(s) failed", len(group))
+                moved = set()
+            for claimed, started in group:
+                if not started.done():
+                    started.set_result(claimed.item_id in moved)
 
     async def _record_forever(self) -> None:
         """Record results as they come, all that are waiting in one transaction."""
@@ -276,19 +323,21 @@ class BatchWorkers:
 
     async def record(self, results: list[tuple[_Claimed, ProviderResult | ProviderError]]) -> None:
         """Charge the credit of each item that succeeded and give back the others, for the
-        items whose claim is still ours (a lease that ran out belongs to another worker)."""
-        settings = self.settings
+        items whose claim is still ours (a lease that ran out belongs to another worker).
+        A rate-limited item goes back to the queue without spending an attempt. Each item
+        that finishes takes its batch's next event number."""
         now = utcnow()
         async with self.runtime.sessionmaker() as session, session.begin():
+            batches = await repository.lock_batches(session, [c.batch_id for c, _ in results])
             items = await repository.lock_items(
-                session, [claimed.item_id for claimed, _ in results]
+                session, [claimed.item_id for claimed, _ in results], with_input=False
             )
             owned = []
             for claimed, answer in results:
                 item = items.get(claimed.item_id)
                 if (
                     item is not None
-                    and item.status == "running"
+                    and item.status in LEASED
                     and (item.claim_token == claimed.token)
                 ):
                     owned.append((claimed, answer, item))
@@ -305,53 +354,51 @@ class BatchWorkers:
             settled = await credits.settle_many(session, charges, now=now) if charges else {}
             released = []
             for claimed, answer, item in owned:
-                item.model = answer.model
-                item.input_tokens = answer.input_tokens
-                item.output_tokens = answer.output_tokens
+                batch = batches[claimed.batch_id]
+                if answer.model is not None:
+                    item.model = answer.model
+                    item.input_tokens = answer.input_tokens
+                    item.output_tokens = answer.output_tokens
                 item.claimed_until = None
                 if isinstance(answer, ProviderResult):
                     item.latency_ms = answer.latency_ms
                     if settled[item.hold_id].outcome is HoldOutcome.SETTLED:
-                        item.status = "succeeded"
+                        _finish(item, batch, ItemState.SUCCEEDED, now)
                         item.output = answer.output
                         item.credits_charged = 1
-                        item.finished_at = now
                     else:
-                        self._fail(
-                            item,
-                            "reservation_expired",
-                            "The result arrived after the credit reservation had expired.",
-                            now,
-                        )
-                elif (
-                    answer.kind is FailureKind.UNAVAILABLE
-                    and claimed.attempts < settings.batch_max_attempts
-                ):
-                    # Rate limited: back in the queue, not before the provider's Retry-After.
-                    item.status = "queued"
-                    item.claimed_by = None
-                    item.claim_token = None
-                    item.claimed_until = now + timedelta(seconds=answer.retry_after_seconds or 30)
+                        _fail(item, batch, "reservation_expired", EXPIRED_LATE, now)
+                elif answer.kind is FailureKind.UNAVAILABLE:
+                    released.extend(_requeue(item, batch, answer, now))
                 else:
                     released.append(item.hold_id)
-                    self._fail(item, answer.reason, answer.detail, now)
-                    if answer.kind is FailureKind.UNAVAILABLE:
-                        item.error_code = "provider_unavailable"
+                    _fail(item, batch, answer.reason, answer.detail, now)
             if released:
                 await credits.release_many(session, released, now=now)
+            await session.flush()
+            # In this transaction, under the batch rows' locks: whoever finishes a batch's
+            # items holds its row, so of two instances finishing the last items at once the
+            # later one sees both. Not only when the claimer runs dry, so a batch beside a
+            # long one completes as soon as its last item does.
+            for batch_id in sorted(batches):
+                await repository.complete_batch_if_done(session, batch_id, now)
 
-    async def _unclaim(self, claimed: _Claimed) -> None:
+    async def _hand_back(self, claimed: _Claimed) -> None:
+        """Shutting down: the item goes back to the queue (its claim not counted), or is
+        canceled if its batch was canceled meanwhile."""
+        now = utcnow()
         async with self.runtime.sessionmaker() as session, session.begin():
-            await repository.update_claimed_item(
-                session,
-                claimed.item_id,
-                claimed.token,
-                status="queued",
-                claimed_by=None,
-                claim_token=None,
-                claimed_until=None,
-                attempts=claimed.attempts - 1,
-            )
+            batch = (await repository.lock_batches(session, [claimed.batch_id]))[claimed.batch_id]
+            locked = await repository.lock_items(session, [claimed.item_id], with_input=False)
+            item = locked.get(claimed.item_id)
+            if item is None or item.status not in LEASED or item.claim_token != claimed.token:
+                return
+            if batch.status == "canceled":
+                _finish(item, batch, ItemState.CANCELED, now)
+                await credits.release(session, item.hold_id, now=now)
+                return
+            check_move(item.status, ItemState.QUEUED)
+            await repository.unclaim(session, item.id, claimed.token, spend_attempt=False)
 
     # --- the heartbeat ---
 
@@ -367,13 +414,28 @@ class BatchWorkers:
 
     async def heartbeat(self) -> None:
         """Renew this instance's leases and keep alive the holds of its items and of every
-        queued item (queued items belong to no instance until claimed)."""
+        queued item (queued items belong to no instance until claimed); cancel what dead
+        workers left of canceled batches; complete batches nobody completed."""
         settings = self.settings
         ttl = timedelta(seconds=settings.batch_hold_ttl_seconds)
         async with self.runtime.sessionmaker() as session, session.begin():
             lease_until = utcnow() + timedelta(seconds=settings.batch_lease_seconds)
             own = await repository.renew_leases(session, self.instance_id, lease_until)
             await credits.keep_alive(session, own, ttl=ttl, skip_locked=True)
+        async with self.runtime.sessionmaker() as session, session.begin():
+            stale = await repository.canceled_batches_with_stale_items(session, utcnow())
+        for batch_id in stale:
+            async with self.runtime.sessionmaker() as session, session.begin():
+                now = utcnow()
+                batch = (await repository.lock_batches(session, [batch_id]))[batch_id]
+                holds = await repository.cancel_stale_items(session, batch, now)
+                await credits.release_many(session, holds, now=now)
+        async with self.runtime.sessionmaker() as session, session.begin():
+            unnumbered = await repository.batches_with_unnumbered_items(session)
+        for batch_id in unnumbered:
+            async with self.runtime.sessionmaker() as session, session.begin():
+                batch = (await repository.lock_batches(session, [batch_id]))[batch_id]
+                await repository.number_finished_items(session, batch)
         async with self.runtime.sessionmaker() as session, session.begin():
             await repository.complete_finished_batches(session, utcnow())
         async with self.runtime.sessionmaker() as session, session.begin():
@@ -382,6 +444,44 @@ class BatchWorkers:
             async with self.runtime.sessionmaker() as session, session.begin():
                 chunk = queued[start : start + HOLD_CHUNK]
                 await credits.keep_alive(session, chunk, ttl=ttl, skip_locked=True)
+
+
+OUT_OF_ATTEMPTS = "Its workers kept stopping."
+EXPIRED = "Its credit reservation expired before it could be generated."
+EXPIRED_LATE = "The result arrived after the credit reservation had expired."
+
+
+def _finish(item: Any, batch: Any, state: ItemState, now: Any) -> None:
+    """An item's final move, checked against the life cycle, with its event number."""
+    item.status = check_move(item.status, state)
+    item.finished_at = now
+    item.claimed_until = None
+    item.claim_token = None
+    item.event_seq = repository.next_event_seq(batch)
+
+
+def _fail(item: Any, batch: Any, reason: str, detail: str, now: Any) -> None:
+    _finish(item, batch, ItemState.FAILED, now)
+    item.error_code = "generation_failed"
+    item.error_detail = f"{reason}: {detail}"
+
+
+def _requeue(item: Any, batch: Any, answer: ProviderError, now: Any) -> list[uuid.UUID]:
+    """Rate limited: back in the queue, not before the provider's Retry-After, its attempt
+    not spent (the hold lives on: the heartbeat keeps queued items' holds). If its batch was
+    canceled meanwhile, canceled instead; the hold to release, if so."""
+    if batch.status == "canceled":
+        _finish(item, batch, ItemState.CANCELED, now)
+        return [item.hold_id]
+    item.status = check_move(item.status, ItemState.QUEUED)
+    item.claimed_by = None
+    item.claim_token = None
+    item.attempts = max(0, item.attempts - 1)
+    wait = answer.retry_after_exact
+    if wait is None:
+        wait = answer.retry_after_seconds or 30
+    item.claimed_until = now + timedelta(seconds=wait)
+    return []
 
 
 async def _sweep_interrupted_forever(runtime: GenerationRuntime) -> None:
@@ -417,7 +517,10 @@ def start_generation(
     sessionmaker: async_sessionmaker[AsyncSession],
     statements: StatementRunner | None = None,
 ) -> GenerationStack:
-    runtime = GenerationRuntime(settings, sessionmaker, create_provider(settings), statements)
+    limiter = AdaptiveLimiter(settings.generation_concurrency)
+    runtime = GenerationRuntime(
+        settings, sessionmaker, create_provider(settings, limiter), statements, limiter=limiter
+    )
     workers = BatchWorkers(runtime)
     workers.start()
     sweeper = asyncio.create_task(_sweep_interrupted_forever(runtime), name="generation-sweeper")

@@ -20,6 +20,11 @@ image URL), so concurrent tests never interfere:
 
 In URLs, write the marker with dashes: `https://img.example/fake-status-500/cat.jpg`.
 
+Rate-limit mode (`FakeAnthropic(max_concurrent=N)` or `fake.limit_concurrency(N)`): at
+most N requests are answered at once; one more is refused at once with a 429 carrying
+`retry-after`, `retry-after-ms` and the `anthropic-ratelimit-requests-*` headers, which
+every answer then carries too (`remaining` = free places, `reset` = when one frees).
+
 Tokens are counted the way Anthropic documents them (see "Token counting" below): text by
 length (the newer tokenizer of Haiku 5.5 counts 30% more), images by width x height / 750
 after the variant's downscale and the API's own. Haiku 5.5 thinks unless told not to, and
@@ -37,7 +42,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -88,12 +93,21 @@ def _schema_document(schema_type: str) -> dict[str, Any]:
 
 
 class FakeAnthropic:
-    def __init__(self, *, latency: float = 0.0, port: int | None = None) -> None:
+    def __init__(
+        self, *, latency: float = 0.0, port: int | None = None, max_concurrent: int | None = None
+    ) -> None:
         self.latency = latency
         """Seconds every answer waits (the benchmark's 200 ms per call)."""
         self.port = port or _free_port()
         self.calls: list[dict[str, Any]] = []
         """Every request body received, in order."""
+        self.call_times: list[float] = []
+        """`time.monotonic()` when each of `calls` arrived."""
+        self.max_concurrent = max_concurrent
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.rejected = 0
+        """Requests refused with 429 by the rate-limit mode."""
         self._once: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.image_sizes: dict[str, tuple[int, int]] = {}
@@ -106,6 +120,7 @@ class FakeAnthropic:
         app = Starlette(
             routes=[
                 Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/fake/stats", self._stats, methods=["GET"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
                 Route("/v1/messages/batches", self._create_batch, methods=["POST"]),
                 Route("/v1/messages/batches/{batch_id}", self._retrieve_batch, methods=["GET"]),
@@ -150,6 +165,12 @@ class FakeAnthropic:
         body = await request.json()
         with self._lock:
             self.calls.append(body)
+            self.call_times.append(time.monotonic())
+        if self.max_concurrent is not None:
+            return await self._rate_limited_messages(body)
+        return await self._answer(body)
+
+    async def _answer(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         raw = json.dumps(body)
         markers = {name: value for name, value in MARKER.findall(raw)}
         delay = self.latency + float(markers.get("latency") or 0)
@@ -173,7 +194,76 @@ class FakeAnthropic:
             )
         message = self._message(body, markers)
         self._record_usage(body, message, batch=False)
-        return JSONResponse(message)
+        return JSONResponse(message, headers=headers)
+
+    # --- rate-limit mode ---
+
+    def limit_concurrency(self, max_concurrent: int | None) -> None:
+        with self._lock:
+            self.max_concurrent = max_concurrent
+            self.rejected = 0
+            self.peak_in_flight = 0
+
+    async def _stats(self, _request: Request) -> JSONResponse:
+        """What it saw, for benchmarks that run it in a process of its own."""
+        with self._lock:
+            return JSONResponse(
+                {
+                    "calls": len(self.calls),
+                    "rejected": self.rejected,
+                    "peak_in_flight": self.peak_in_flight,
+                }
+            )
+
+    def calls_since(self, moment: float, text: str) -> int:
+        """Requests mentioning `text` that arrived after `time.monotonic()` was `moment`."""
+        with self._lock:
+            pairs = list(zip(self.call_times, self.calls, strict=True))
+        return sum(1 for at, call in pairs if at > moment and text in json.dumps(call))
+
+    def _rate_limit_headers(self, remaining: int) -> dict[str, str]:
+        reset = datetime.now(UTC) + timedelta(seconds=max(self.latency, 0.05))
+        return {
+            "anthropic-ratelimit-requests-limit": str(self.max_concurrent),
+            "anthropic-ratelimit-requests-remaining": str(max(0, remaining)),
+            "anthropic-ratelimit-requests-reset": reset.isoformat().replace("+00:00", "Z"),
+        }
+
+    async def _rate_limited_messages(self, body: dict[str, Any]) -> Any:
+        limit = self.max_concurrent or 0
+        with self._lock:
+            admitted = self.in_flight < limit
+            if admitted:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                remaining = limit - self.in_flight
+            else:
+                self.rejected += 1
+                remaining = 0
+        if not admitted:
+            headers = self._rate_limit_headers(remaining)
+            retry_ms = max(50, round(self.latency * 1000))
+            return JSONResponse(
+                {
+                    "type": "error",
+                    "error": {"type": "rate_limit_error", "message": "fake: too many at once"},
+                },
+                status_code=429,
+                headers={
+                    **headers,
+                    "retry-after-ms": str(retry_ms),
+                    "retry-after": str(max(1, -(-retry_ms // 1000))),
+                },
+            )
+        try:
+            answer = await self._answer(body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+                remaining = limit - self.in_flight
+        # The headers say how things stand as this answer leaves.
+        answer.headers.update(self._rate_limit_headers(remaining))
+        return answer
 
     def _too_long(self, markers: dict[str, str]) -> bool:
         if "long" in markers:
@@ -537,8 +627,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--max-concurrent", type=int, default=None)
     args = parser.parse_args()
-    fake = FakeAnthropic(latency=args.latency, port=args.port)
+    fake = FakeAnthropic(latency=args.latency, port=args.port, max_concurrent=args.max_concurrent)
     fake.start()
     print(f"fake Anthropic API on {fake.url}", flush=True)
     try:

@@ -230,3 +230,29 @@ async def test_a_batch_whose_last_item_was_recorded_by_a_dead_instance_still_com
         )
     final = await wait_for(gen_client, who, batch_id, lambda b: b["status"] == "completed")
     assert final["completed_at"] is not None and final["succeeded"] == 1
+
+
+async def test_streams_of_one_batch_share_one_poll_per_interval(gen_app, gen_client):
+    """Ten clients follow one batch: the database is read by one feed, not ten streams."""
+    feeds = gen_app.state.generation.feeds
+    interval = gen_app.state.generation.settings.batch_events_interval_seconds
+    who = await customer(gen_client, 10)
+    created = await gen_client.post(
+        "/v1/generation-batches",
+        json={
+            "kind": "meta_title",
+            "site_id": who.site_id,
+            "items": [{"page_content": f"Page {i} fake:latency=0.5"} for i in range(6)],
+        },
+        headers=who.auth,
+    )
+    path = f"/v1/generation-batches/{created.json()['id']}/events"
+    before, started = feeds.polls, asyncio.get_running_loop().time()
+    streams = await asyncio.gather(*(gen_client.get(path, headers=who.auth) for _ in range(10)))
+    elapsed = asyncio.get_running_loop().time() - started
+    polls = feeds.polls - before
+    for stream in streams:
+        names = [name for name, _ in parse_events(stream.text)]
+        assert names[-1] == "done"
+    # One feed: a read per interval, plus one per recorded group of items, plus slack.
+    assert polls <= elapsed / interval + 6 + 5, (polls, elapsed)

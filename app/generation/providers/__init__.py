@@ -1,6 +1,7 @@
 """Where generations come from: Claude (`anthropic`) or, without an API key, `offline`."""
 
 import logging
+from typing import Any
 
 from app.config import Settings
 from app.generation.providers.base import Provider
@@ -8,8 +9,9 @@ from app.generation.providers.base import Provider
 logger = logging.getLogger(__name__)
 
 
-def create_provider(settings: Settings) -> Provider:
-    """The provider for this process, created once per app lifetime."""
+def create_provider(settings: Settings, observer: Any = None) -> Provider:
+    """The provider for this process, created once per app lifetime; `observer` (the
+    adaptive limiter) hears the rate-limit headers of every answer."""
     if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
         from app.generation.providers.offline import OfflineProvider
 
@@ -21,4 +23,4 @@ def create_provider(settings: Settings) -> Provider:
         return OfflineProvider()
     from app.generation.providers.anthropic import AnthropicProvider
 
-    return AnthropicProvider(settings)
+    return AnthropicProvider(settings, observer)

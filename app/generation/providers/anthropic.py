@@ -6,10 +6,12 @@ everything else means this generation failed. An output that breaks its kind's r
 asked for once more within the same hold, then fails. Nothing here is ever charged: the
 service charges only a `ProviderResult`."""
 
+import inspect
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anthropic
@@ -25,11 +27,17 @@ from app.generation.outputs import (
     clean_text,
 )
 from app.generation.providers.base import (
+    RATE_LIMITS_REQUEUED,
     FailureKind,
     GenerationKind,
     ProviderError,
     ProviderResult,
 )
+
+
+class RateLimitObserver(Protocol):
+    def observe(self, status_code: int, headers: Mapping[str, str]) -> None: ...
+
 
 UNAVAILABLE_STATUSES = {429: "rate_limited", 503: "unavailable", 529: "overloaded"}
 DEFAULT_RETRY_AFTER_SECONDS = {429: 30, 503: 15, 529: 15}
@@ -233,10 +241,24 @@ def _retry_after(error: anthropic.APIStatusError) -> int:
     return max(1, math.ceil(seconds))
 
 
+def _retry_after_exact(error: anthropic.APIStatusError) -> float | None:
+    """`retry-after-ms` (or `retry-after`) in seconds, unrounded."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            value = float(error.response.headers.get(name, ""))
+        except ValueError:
+            continue
+        if value >= 0:
+            return value * scale
+    return None
+
+
 class AnthropicProvider:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, observer: RateLimitObserver | None = None) -> None:
         assert settings.anthropic_api_key is not None
         self.model = settings.anthropic_model
+        self.observer = observer
+        """Told the status and headers of every answer (the adaptive limiter)."""
         self.shape = RequestShape.from_settings(settings)
         self.client = anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key.get_secret_value(),
@@ -244,6 +266,9 @@ class AnthropicProvider:
             max_retries=settings.anthropic_max_retries,
             timeout=settings.anthropic_timeout_seconds,
         )
+        self._first_try = self.client.with_options(max_retries=0)
+        """For queued work (`RATE_LIMITS_REQUEUED`): one try, so a 429/529 goes back to the
+        limiter and the queue at once instead of into the SDK's retries."""
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -305,8 +330,24 @@ class AnthropicProvider:
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
         }
+        arguments = request  # model, max_tokens and the shaped request (`request_for`)
         try:
-            return await self.client.messages.create(**request)
+            if RATE_LIMITS_REQUEUED.get():
+                try:
+                    raw = await self._first_try.messages.with_raw_response.create(**arguments)
+                except anthropic.APIStatusError as exc:
+                    if exc.status_code in UNAVAILABLE_STATUSES:
+                        raise
+                    self._observe(exc.status_code, exc.response.headers)
+                    # Anything else the SDK would retry, it retries as usual.
+                    raw = await self.client.messages.with_raw_response.create(**arguments)
+                except anthropic.APIConnectionError:
+                    raw = await self.client.messages.with_raw_response.create(**arguments)
+            else:
+                raw = await self.client.messages.with_raw_response.create(**arguments)
+        except anthropic.APIStatusError as exc:
+            self._observe(exc.status_code, exc.response.headers)
+            raise self._status_error(exc, usage) from exc
         except anthropic.APITimeoutError as exc:
             raise ProviderError(
                 FailureKind.FAILED, "timeout", "Claude did not answer in time.", **usage
@@ -315,21 +356,34 @@ class AnthropicProvider:
             raise ProviderError(
                 FailureKind.FAILED, "connection_error", "Claude could not be reached.", **usage
             ) from exc
-        except anthropic.APIStatusError as exc:
-            if exc.status_code in UNAVAILABLE_STATUSES:
-                raise ProviderError(
-                    FailureKind.UNAVAILABLE,
-                    UNAVAILABLE_STATUSES[exc.status_code],
-                    "Claude is rate limited or overloaded right now.",
-                    retry_after_seconds=_retry_after(exc),
-                    **usage,
-                ) from exc
-            raise ProviderError(
-                FailureKind.FAILED,
-                "invalid_request" if exc.status_code == 400 else "upstream_error",
-                f"Claude answered with HTTP {exc.status_code}.",
+        self._observe(raw.status_code, raw.headers)
+        message = raw.parse()
+        if inspect.isawaitable(message):
+            message = await message
+        return message  # type: ignore[no-any-return]
+
+    def _observe(self, status_code: int, headers: Any) -> None:
+        """The rate-limit headers of an answer (`anthropic-ratelimit-*`, `retry-after`)."""
+        if self.observer is not None:
+            self.observer.observe(status_code, headers)
+
+    @staticmethod
+    def _status_error(exc: anthropic.APIStatusError, usage: dict[str, Any]) -> ProviderError:
+        if exc.status_code in UNAVAILABLE_STATUSES:
+            return ProviderError(
+                FailureKind.UNAVAILABLE,
+                UNAVAILABLE_STATUSES[exc.status_code],
+                "Claude is rate limited or overloaded right now.",
+                retry_after_seconds=_retry_after(exc),
+                retry_after_exact=_retry_after_exact(exc),
                 **usage,
-            ) from exc
+            )
+        return ProviderError(
+            FailureKind.FAILED,
+            "invalid_request" if exc.status_code == 400 else "upstream_error",
+            f"Claude answered with HTTP {exc.status_code}.",
+            **usage,
+        )
 
     def read_output(
         self, kind: GenerationKind, payload: dict[str, Any], message: anthropic.types.Message

@@ -1,8 +1,15 @@
 """The one small interface every provider implements, and what it returns or raises."""
 
+import contextvars
 import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+RATE_LIMITS_REQUEUED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "rate_limits_requeued", default=False
+)
+"""Set by batch workers: a rate-limited call is not retried by the provider (the item goes
+back to the queue), so the limiter hears of every 429 at once."""
 
 
 class GenerationKind(enum.StrEnum):
@@ -39,6 +46,7 @@ class ProviderError(Exception):
         detail: str,
         *,
         retry_after_seconds: int | None = None,
+        retry_after_exact: float | None = None,
         model: str | None = None,
         input_tokens: int = 0,
         output_tokens: int = 0,
@@ -50,6 +58,9 @@ class ProviderError(Exception):
         `upstream_error`, `invalid_output`, ..."""
         self.detail = detail
         self.retry_after_seconds = retry_after_seconds
+        """Whole seconds, for an HTTP `Retry-After`."""
+        self.retry_after_exact = retry_after_exact
+        """The provider's own wait when it gave one more precisely (`retry-after-ms`)."""
         self.model = model
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens

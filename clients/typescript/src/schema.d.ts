@@ -511,7 +511,7 @@ export interface paths {
         };
         /**
          * Stream Generation Batch Events
-         * @description Live progress of a batch, from whichever instance works on it.
+         * @description Live progress of a batch, from whichever instance works on it; resumable.
          */
         get: operations["stream_generation_batch_events"];
         put?: never;
@@ -1154,6 +1154,15 @@ export interface components {
             /** Output */
             output?: components["schemas"]["TextOutput"] | components["schemas"]["SchemaOutput"] | null;
             error?: components["schemas"]["GenerationError"] | null;
+        };
+        /**
+         * BatchProgressEvent
+         * @description The data of a batch's `progress` and `done` events. The event's `id` is the batch's
+         *     event number: reconnect with it as `Last-Event-ID` to get only what came after.
+         */
+        BatchProgressEvent: {
+            batch: components["schemas"]["BatchRead"];
+            item: components["schemas"]["BatchItemRead"] | null;
         };
         /**
          * BatchRead
@@ -3556,7 +3565,10 @@ export interface operations {
     stream_generation_batch_events: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The `id` of the last event received: the stream resumes after it (on any instance). Missing, malformed or unknown: the current state first. */
+                "Last-Event-ID"?: string | null;
+            };
             path: {
                 batch_id: string;
             };
@@ -3564,13 +3576,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Server-Sent Events: `progress` (the batch and the item that just finished; the first one carries the current state and no item), then `done`. */
+            /** @description Server-Sent Events, each with an `id:` (the first also with `retry:`). `progress`: a `BatchProgressEvent`; without `Last-Event-ID` the first one is the current state (`item` null), then one per finished item (`item` null for items canceled together). `done`: the final state, then the stream ends. `: ping` comments keep the connection open. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": unknown;
                 };
             };
             /** @description Unauthorized: `unauthorized` */

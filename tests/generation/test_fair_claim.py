@@ -1,0 +1,231 @@
+"""The fair claim: round-robin over accounts (the one served longest ago first, a new one
+ahead of all), then over an account's batches, the same order on both databases; and on
+PostgreSQL concurrent claimers take different items."""
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import insert, select
+
+from app.accounts.models import Account, Site
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker, utcnow
+from app.generation import repository
+from app.generation.models import GenerationBatch, GenerationBatchItem
+from tests.conftest import BACKENDS
+from tests.generation.conftest import create_database, drop_database
+
+
+@pytest.fixture(params=BACKENDS)
+async def sessionmaker(request, tmp_path) -> AsyncIterator[object]:
+    """A migrated database with no app (so no worker claims anything)."""
+    async for made in _sessionmaker(request.param, str(tmp_path)):
+        yield made
+
+
+@pytest.fixture
+async def pg_sessionmaker(tmp_path) -> AsyncIterator[object]:
+    async for made in _sessionmaker("postgres", str(tmp_path)):
+        yield made
+
+
+async def _sessionmaker(backend: str, tmp_dir: str) -> AsyncIterator[object]:
+    url = await create_database(backend, tmp_dir)
+    engine = create_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+        await drop_database(url)
+
+
+async def add_batch(session, account_id, site_id, size, *, created_at, last_claimed_at=None):
+    batch = GenerationBatch(
+        id=uuid.uuid4(),
+        account_id=account_id,
+        site_id=site_id,
+        kind="meta_title",
+        status="running" if last_claimed_at else "queued",
+        total=size,
+        created_at=created_at,
+        last_claimed_at=last_claimed_at,
+    )
+    session.add(batch)
+    await session.flush()
+    await session.execute(
+        insert(GenerationBatchItem),
+        [
+            {
+                "batch_id": batch.id,
+                "index": index,
+                "input": {"page_content": f"{index}"},
+                "status": "queued",
+                "hold_id": uuid.uuid4(),
+                "credits_charged": 0,
+                "attempts": 0,
+            }
+            for index in range(size)
+        ],
+    )
+    return batch.id
+
+
+async def add_account(session):
+    account = Account(email=f"{uuid.uuid4().hex}@example.com", trial_ends_at=utcnow())
+    session.add(account)
+    await session.flush()
+    site = Site(account_id=account.id, framer_project_id="p", name="s")
+    session.add(site)
+    await session.flush()
+    return account.id, site.id
+
+
+async def claim(session, limit, token=None):
+    now = utcnow()
+    return await repository.claim_fairly(
+        session,
+        now,
+        limit,
+        instance_id="test",
+        claim_token=token or uuid.uuid4(),
+        claimed_until=now + timedelta(seconds=60),
+    )
+
+
+async def labels(session, rows):
+    names = {}
+    for row in rows:
+        item = await session.get(GenerationBatchItem, row.id)
+        names[row.id] = (row.batch_id, item.index)
+    return [names[row.id] for row in rows]
+
+
+async def test_round_robin_over_accounts_then_batches(sessionmaker):
+    now = utcnow()
+    async with sessionmaker() as session, session.begin():
+        a, a_site = await add_account(session)
+        b, b_site = await add_account(session)
+        c, c_site = await add_account(session)
+        a_big = await add_batch(
+            session, a, a_site, 400, created_at=now - timedelta(minutes=5),
+            last_claimed_at=now - timedelta(seconds=1),
+        )  # fmt: skip
+        a_new = await add_batch(session, a, a_site, 3, created_at=now - timedelta(minutes=1))
+        b_one = await add_batch(
+            session, b, b_site, 5, created_at=now - timedelta(minutes=4),
+            last_claimed_at=now - timedelta(seconds=2),
+        )  # fmt: skip
+        c_new = await add_batch(session, c, c_site, 2, created_at=now)
+        # Another account's canceled batch, and items leased by a live worker: never taken.
+        canceled = await add_batch(session, c, c_site, 3, created_at=now - timedelta(hours=1))
+        await session.get(GenerationBatch, canceled)
+        (await session.get(GenerationBatch, canceled)).status = "canceled"
+
+    async with sessionmaker() as session, session.begin():
+        rows = await claim(session, 8)
+        picked = await labels(session, rows)
+    assert picked == [
+        (c_new, 0),  # never served: first
+        (b_one, 0),  # served 2 s ago
+        (a_new, 0),  # served 1 s ago; its batch never served goes before its big one
+        (c_new, 1),
+        (b_one, 1),
+        (a_big, 0),
+        (b_one, 2),
+        (a_new, 1),
+    ]
+    assert {row.kind for row in rows} == {"meta_title"}
+    assert [row.attempts for row in rows] == [1] * 8
+
+    async with sessionmaker() as session, session.begin():
+        statuses = {
+            item.status
+            for item in (
+                await session.execute(
+                    select(GenerationBatchItem).where(
+                        GenerationBatchItem.id.in_([row.id for row in rows])
+                    )
+                )
+            ).scalars()
+        }
+        assert statuses == {"claimed"}
+        await repository.mark_batches_claimed(session, {row.batch_id for row in rows}, utcnow())
+        again = await claim(session, 100)
+        assert not {row.id for row in again} & {row.id for row in rows}
+        assert canceled not in {row.batch_id for row in again}
+
+
+async def test_concurrent_claimers_take_different_items(pg_sessionmaker):
+    """PostgreSQL only: SQLite serializes transactions (one process, one claimer)."""
+    sessionmaker = pg_sessionmaker
+    now = utcnow()
+    async with sessionmaker() as session, session.begin():
+        account, site = await add_account(session)
+        await add_batch(session, account, site, 20, created_at=now)
+    first_session = sessionmaker()
+    async with first_session, first_session.begin():
+        first = await claim(first_session, 8)
+        async with sessionmaker() as second_session, second_session.begin():
+            second = await claim(second_session, 8)  # while the first is not committed
+    assert len(first) == 8 and len(second) == 8
+    assert not {row.id for row in first} & {row.id for row in second}
+
+
+async def test_both_spellings_of_the_start_move_exactly_the_claims_still_valid(pg_sessionmaker):
+    """`claimed -> generating`: the ORM update and the driver-pool statement agree: only
+    items still claimed under the given token, of batches not canceled, move."""
+    import asyncpg
+
+    from app.generation.repository import START_GENERATING_SQL
+    from tests.conftest import DEFAULT_PG
+
+    sessionmaker = pg_sessionmaker
+    now = utcnow()
+    outcomes = []
+    for spelling in ("orm", "statement"):
+        async with sessionmaker() as session, session.begin():
+            account, site = await add_account(session)
+            live = await add_batch(session, account, site, 4, created_at=now)
+            doomed = await add_batch(session, account, site, 2, created_at=now)
+        token = uuid.uuid4()
+        async with sessionmaker() as session, session.begin():
+            rows = await claim(session, 6, token)
+        async with sessionmaker() as session, session.begin():
+            (await session.get(GenerationBatch, doomed)).status = "canceled"
+            taken_over = next(row for row in rows if row.batch_id == live)
+            item = await session.get(GenerationBatchItem, taken_over.id)
+            item.claim_token = uuid.uuid4()  # another worker's claim now
+        claims = [(row.id, token) for row in rows]
+        lease = now + timedelta(seconds=30)
+        if spelling == "orm":
+            async with sessionmaker() as session, session.begin():
+                moved = await repository.start_generating(session, claims, lease)
+        else:
+            async with sessionmaker() as session:
+                url = session.get_bind().url.set(drivername="postgresql")
+            connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+            try:
+                row = await connection.fetchrow(
+                    START_GENERATING_SQL, [c[0] for c in claims], [c[1] for c in claims], lease
+                )
+            finally:
+                await connection.close()
+            moved = set(row["ids"])
+        expected = {row.id for row in rows if row.batch_id != doomed} - {taken_over.id}
+        async with sessionmaker() as session:
+            generating = set(
+                (
+                    await session.execute(
+                        select(GenerationBatchItem.id).where(
+                            GenerationBatchItem.id.in_([row.id for row in rows]),
+                            GenerationBatchItem.status == "generating",
+                        )
+                    )
+                ).scalars()
+            )
+        assert len(expected) >= 2 and any(row.batch_id == doomed for row in rows)
+        outcomes.append((moved == expected, generating == expected))
+    assert outcomes == [(True, True), (True, True)]
+    del DEFAULT_PG
