@@ -7,15 +7,9 @@ from sqlalchemy import func, select, text
 
 from app import metrics
 from app.credits.models import CreditHold
-from app.errors import AppError, problem_responses
+from app.errors import DatabaseUnavailable, problem_responses
 
 router = APIRouter(tags=["health"])
-
-
-class DatabaseUnavailable(AppError):
-    status = 503
-    code = "database_unavailable"
-    title = "The database is not answering"
 
 
 class HealthRead(BaseModel):

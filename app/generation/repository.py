@@ -54,6 +54,22 @@ async def lock_interrupted_generations(
     return list((await session.execute(statement)).scalars())
 
 
+async def lock_running_generations(
+    session: AsyncSession, generation_ids: Sequence[uuid.UUID]
+) -> list[Generation]:
+    """Those of the generations that are still running, locked (in id order)."""
+    if not generation_ids:
+        return []
+    statement = (
+        select(Generation)
+        .where(Generation.id.in_(generation_ids), Generation.status == "running")
+        .order_by(Generation.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
 async def add_batch(
     session: AsyncSession, batch: GenerationBatch, items: Sequence[dict[str, Any]]
 ) -> None:

@@ -13,6 +13,7 @@ from app.credits.service import InsufficientCredits
 from app.db import Session
 from app.errors import (
     PROBLEM_JSON,
+    DatabaseUnavailable,
     IdempotencyKeyReused,
     NotFound,
     Unauthorized,
@@ -28,7 +29,12 @@ from app.generation.schemas import (
     GenerationCreated,
     GenerationRead,
 )
-from app.generation.service import GenerationFailed, GenerationRuntime, ProviderUnavailable
+from app.generation.service import (
+    GenerationFailed,
+    GenerationInterrupted,
+    GenerationRuntime,
+    ProviderUnavailable,
+)
 from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
 from app.limits import PayloadTooLarge, RateLimited, rate_limit
 
@@ -75,6 +81,8 @@ def _respond(status_code: int, body: Any, headers: dict[str, str] | None = None)
         IdempotentRequestInProgress,
         GenerationFailed,
         ProviderUnavailable,
+        GenerationInterrupted,
+        DatabaseUnavailable,
     ),
 )
 async def create_generation(
@@ -89,16 +97,14 @@ async def create_generation(
     fingerprint = idempotency.fingerprint(
         "POST", "/v1/generations", body.model_dump(mode="json", exclude_none=True)
     )
-    outcome = await runtime.detached(
-        service.create_generation(
-            runtime,
-            account,
-            body.site_id,
-            GenerationKind(body.kind),
-            payload,
-            idempotency_key=idempotency_key,
-            request_fingerprint=fingerprint,
-        )
+    outcome = await service.create_generation(
+        runtime,
+        account,
+        body.site_id,
+        GenerationKind(body.kind),
+        payload,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
     )
     return _respond(outcome.status_code, outcome.body, outcome.headers)
 
