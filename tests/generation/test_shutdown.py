@@ -50,9 +50,7 @@ async def test_sigterm_during_slow_generations_charges_exactly_what_clients_were
 ):
     env = {**SERVER_ENV, "ANTHROPIC_BASE_URL": fake_anthropic.url}
     graceful = ["--timeout-graceful-shutdown", str(GRACE_SECONDS)]
-    server = await asyncio.to_thread(
-        start_server, gen_database.url, uvicorn_args=graceful, **env
-    )
+    server = await asyncio.to_thread(start_server, gen_database.url, uvicorn_args=graceful, **env)
     tag = uuid.uuid4().hex
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
@@ -64,8 +62,7 @@ async def test_sigterm_during_slow_generations_charges_exactly_what_clients_were
                         "kind": "meta_title",
                         "site_id": site_id,
                         "input": {
-                            "page_content": f"{tag} {speed} {len(requests)} "
-                            f"fake:latency={seconds}"
+                            "page_content": f"{tag} {speed} {len(requests)} fake:latency={seconds}"
                         },
                     }
                     key = uuid.uuid4().hex if keyed else None
@@ -77,7 +74,7 @@ async def test_sigterm_during_slow_generations_charges_exactly_what_clients_were
 
             sent = [asyncio.create_task(send(key, body)) for _, key, body in requests]
             async with asyncio.timeout(30):
-                while len(fake_anthropic.calls_mentioning(tag)) < len(requests):
+                while len(fake_anthropic.calls_mentioning(tag)) < len(requests):  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
             server.process.send_signal(signal.SIGTERM)  # every call is with the model now
             responses = await asyncio.gather(*sent, return_exceptions=True)
