@@ -1,6 +1,7 @@
 """One error hierarchy and the one handler that renders RFC 9457 problem+json."""
 
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -63,6 +64,20 @@ class IdempotencyKeyReused(AppError):
     status = 409
     code = "idempotency_key_reused"
     title = "Idempotency-Key reused with a different request"
+
+
+class RateLimited(AppError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    @classmethod
+    def wait(cls, what: str, seconds: float) -> "RateLimited":
+        retry_after = max(1, math.ceil(seconds))
+        return cls(
+            f"Too many {what} requests; retry in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 class ServiceNotConfigured(AppError):

@@ -86,9 +86,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.rate_limiters = {
+        # PostgreSQL: the account's bucket is in its balance row, taken by the reserve
+        # itself, so it holds across processes and instances (`app.credits.repository`).
         "generations": TokenBucketLimiter(
             settings.rate_limit_generations_per_minute, settings.rate_limit_generations_burst
-        ),
+        )
+        if settings.is_sqlite
+        else None,
         "purchases": TokenBucketLimiter(
             settings.rate_limit_purchases_per_minute, settings.rate_limit_purchases_burst
         ),

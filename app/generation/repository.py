@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.credits.repository import RATE_TOKENS
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
 
 FINISHED_ITEM_STATUSES = ("succeeded", "failed", "canceled")
@@ -341,8 +342,10 @@ WITH usable_site AS (
     SELECT id FROM site WHERE id = $2::uuid AND account_id = $1::uuid AND deleted_at IS NULL
 ), balance AS (
     UPDATE credit_balance
-    SET available = available - 1, reserved = reserved + 1, updated_at = $6::timestamptz
+    SET available = available - 1, reserved = reserved + 1, updated_at = $6::timestamptz,
+        rate_tokens = {tokens} - 1, rate_updated_at = $6
     WHERE account_id = $1 AND available >= 1 AND EXISTS (SELECT 1 FROM usable_site)
+      AND {tokens} >= 1
     RETURNING account_id
 ), hold AS (
     INSERT INTO credit_hold (id, account_id, amount, consumed, status, reference, created_at,
@@ -359,10 +362,12 @@ WITH usable_site AS (
     RETURNING id
 )
 SELECT pg_notify($10::text, $1::text) FROM generation
-"""
+""".format(tokens=RATE_TOKENS.format(now="$6", rate="$11::float8", burst="$12::float8"))
 """$1 account, $2 site, $3 generation id, $4 hold id, $5 kind, $6 now, $7 expires at,
-$8 input (JSON text), $9 idempotency record id or NULL, $10 the balance channel.
-One row when reserved; none when the site, the balance or anything else says no."""
+$8 input (JSON text), $9 idempotency record id or NULL, $10 the balance channel, $11 the
+rate bucket's refill per second, $12 its burst. One row when reserved (a token of the
+account's rate bucket taken with the credit); none when the site, the balance, the bucket
+or anything else says no."""
 
 CHARGE_GENERATION_SQL = """
 WITH running AS (

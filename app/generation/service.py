@@ -27,6 +27,7 @@ from app import idempotency, metrics
 from app.accounts import service as accounts
 from app.accounts.models import Account
 from app.config import Settings
+from app.credits import repository as credits_repository
 from app.credits import service as credits
 from app.credits.events import CHANNEL
 from app.credits.service import HoldOutcome
@@ -36,6 +37,7 @@ from app.errors import (
     AppError,
     DatabaseUnavailable,
     NotFound,
+    RateLimited,
     app_error_body,
     is_database_unavailable,
 )
@@ -472,6 +474,8 @@ async def _reserve_fast(
                 expires_at=expires_at,
                 idempotency_key=idempotency_key,
                 request_fingerprint=request_fingerprint,
+                rate_per_second=runtime.settings.rate_limit_generations_per_minute / 60,
+                rate_burst=runtime.settings.rate_limit_generations_burst,
             )
     except _NotReserved:
         return None
@@ -516,6 +520,8 @@ async def _reserve_statements(
     expires_at: datetime,
     idempotency_key: str | None,
     request_fingerprint: str,
+    rate_per_second: float,
+    rate_burst: int,
 ) -> int | None:
     """Claim the key (if any) and reserve; the idempotency record's id, if any."""
     record_id: int | None = None
@@ -542,6 +548,8 @@ async def _reserve_statements(
         json.dumps(payload),
         record_id,
         CHANNEL,
+        rate_per_second,
+        rate_burst,
     )
     if reserved is None:
         raise _NotReserved  # the ORM path claims again and raises the reason
@@ -562,6 +570,7 @@ async def _reserve(
     account = await accounts.get_account(session, account_id)
     accounts.ensure_usable(account)
     await accounts.get_site(session, account_id, site_id)
+    await _spend_rate_token(session, settings, account_id)
     hold = await credits.reserve(
         session,
         account_id,
@@ -586,6 +595,26 @@ async def _reserve(
         ),
     )
     return _Started(generation_id, account_id, kind, payload)
+
+
+async def _spend_rate_token(
+    session: AsyncSession, settings: Settings, account_id: uuid.UUID
+) -> None:
+    """PostgreSQL: one token of the account's generation bucket (in its balance row, for
+    every process and instance), or `RateLimited`. A request refused later in the same
+    transaction (402) gives it back with the rollback: only reservations spend tokens.
+    SQLite: the route's in-process bucket already decided."""
+    if settings.is_sqlite:
+        return
+    wait = await credits_repository.spend_rate_token(
+        session,
+        account_id,
+        now=utcnow(),
+        per_second=settings.rate_limit_generations_per_minute / 60,
+        burst=settings.rate_limit_generations_burst,
+    )
+    if wait > 0:
+        raise RateLimited.wait("generations", wait)
 
 
 async def call_provider(
@@ -938,6 +967,7 @@ async def create_batch(
     account = await accounts.get_account(session, account_id)
     accounts.ensure_usable(account)
     await accounts.get_site(session, account_id, site_id)
+    await _spend_rate_token(session, settings, account_id)
     batch_id = uuid.uuid4()
     holds = await credits.reserve_many(
         session,

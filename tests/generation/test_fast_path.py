@@ -107,6 +107,7 @@ async def reserve_fast(application, account, site_id, key=None):
         PAYLOAD,
         key,
         "fingerprint",
+        uuid.uuid4(),
     )
 
 
