@@ -37,6 +37,7 @@ def _as_postgres(command: list[str]) -> list[str]:
 class ThrowawayCluster:
     directory: Path
     port: int
+    max_connections: int = 100
 
     @property
     def data(self) -> Path:
@@ -64,7 +65,7 @@ class ThrowawayCluster:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=100"
+            f"-c max_connections={self.max_connections}"
         )
         self._pg_ctl("-o", options, "-l", str(self.directory / "log"), "-w", "-t", "60", "start")
 
@@ -86,13 +87,13 @@ class ThrowawayCluster:
 
 
 @contextlib.contextmanager
-def throwaway_cluster() -> Iterator[ThrowawayCluster]:
+def throwaway_cluster(max_connections: int = 100) -> Iterator[ThrowawayCluster]:
     """A running cluster with an empty database `rankframe`; stopped and removed at exit."""
     directory = Path(tempfile.mkdtemp(prefix="rf-pg-"))
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
         os.chown(directory, user.pw_uid, user.pw_gid)
-    cluster = ThrowawayCluster(directory, free_port())
+    cluster = ThrowawayCluster(directory, free_port(), max_connections)
     try:
         subprocess.run(
             _as_postgres(
