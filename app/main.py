@@ -64,7 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.generation = generation.runtime
         try:
             async with (
-                balance_events(settings) as app.state.balance_broadcaster,
+                balance_events(
+                    settings, app.state.read_sessionmaker
+                ) as app.state.balance_broadcaster,
                 polar_client(settings) as app.state.polar,
             ):
                 yield

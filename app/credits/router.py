@@ -1,6 +1,6 @@
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -16,7 +16,7 @@ from app.accounts.dependencies import (
     mark_authenticated,
 )
 from app.credits import service
-from app.credits.events import BalanceBroadcaster
+from app.credits.events import BalanceBroadcaster, BalanceEvent
 from app.credits.schemas import (
     AdjustmentCreate,
     BalanceRead,
@@ -26,7 +26,7 @@ from app.credits.schemas import (
     LedgerPage,
 )
 from app.credits.service import InsufficientCreditsToTake
-from app.credits.views import CURSOR_PATTERN, balance_for_key, balance_snapshot, ledger_page
+from app.credits.views import CURSOR_PATTERN, balance_for_key, ledger_page
 from app.db import Session
 from app.errors import IdempotencyKeyReused, NotFound, Unauthorized, problem_responses
 from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
@@ -34,7 +34,44 @@ from app.payments import packages
 
 router = APIRouter()
 
-STREAM_POLL_SECONDS = 1.0
+RETRY_MILLISECONDS = 3000
+"""`retry:` of a stream's first event: how long a client waits before reconnecting."""
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="The `id` of the last event received, when reconnecting: the balance is "
+        "sent only if it changed since. An unknown or malformed id counts as none.",
+    ),
+]
+
+
+def balance_event_item_schema() -> dict[str, Any]:
+    """OpenAPI: what each event of `/v1/balance/events` carries."""
+    return {
+        "type": "object",
+        "required": ["event", "data", "id"],
+        "properties": {
+            "event": {"const": "balance"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/BalanceRead"},
+                "description": "The JSON of `GET /v1/balance`.",
+            },
+            "id": {
+                "type": "string",
+                "description": "Names the balance it carries; send it back as `Last-Event-ID`.",
+            },
+            "retry": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "On the first event of a connection: reconnect after this "
+                "many milliseconds.",
+            },
+        },
+    }
+
 
 LedgerLimit = Annotated[int, Query(ge=1, le=200, description="Entries per page.")]
 LedgerCursor = Annotated[
@@ -77,40 +114,47 @@ async def get_balance(request: Request, raw_key: BearerKey, response: Response) 
     response_class=EventSourceResponse,
     responses={
         200: {
-            "description": "`event: balance` with a `BalanceRead` body on connect and after "
-            "every change (its `data` is the JSON of `GET /v1/balance`); `: heartbeat` "
-            "comments in between.",
+            "description": "`event: balance` with a `BalanceRead` body (its `data` is the JSON "
+            "of `GET /v1/balance`) on connect and after every change, each with an `id`; "
+            "the first event of a connection carries `retry`; `: ping` comments in between. "
+            "The stream ends when its API key is revoked.",
+            "content": {"text/event-stream": {"itemSchema": balance_event_item_schema()}},
         },
         **problem_responses(Unauthorized),
     },
 )
 async def stream_balance(
-    account: CurrentAccount, request: Request, settings: AppSettings
+    account: CurrentAccount,
+    raw_key: BearerKey,
+    request: Request,
+    settings: AppSettings,
+    last_event_id: LastEventId = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: the balance on connect and within a second of every change
-    (purchases, generations, adjustments, refunds), from any server instance."""
+    (purchases, generations, adjustments, refunds), from any server instance. With
+    `Last-Event-ID`, the balance on connect only if it changed since that event."""
     broadcaster: BalanceBroadcaster = request.app.state.balance_broadcaster
-    sessionmaker = request.app.state.sessionmaker
-    # Subscribe before the first read, so no change can fall between the two.
-    with broadcaster.subscribe(account.id) as subscription:
+    key = accounts.key_lookup_id(raw_key)
+    # Subscribe before the first read, so no change (or revocation) can fall between.
+    with broadcaster.subscribe(account.id, key) as subscription:
+        if await broadcaster.is_revoked(key):
+            return
+        sent = last_event_id
+        retry: int | None = RETRY_MILLISECONDS
+        latest: BalanceEvent | None = await broadcaster.current(account.id)
         while True:
-            async with sessionmaker() as session, session.begin():
-                current = await accounts.get_account(session, account.id)
-                snapshot = await balance_snapshot(session, current)
-            yield ServerSentEvent(event="balance", data=snapshot)
-            quiet_for = 0.0
-            while True:
-                # Wake at least every second to notice a client that went away (a write
-                # would only fail at the next heartbeat, holding the stream open till then).
-                slice_seconds = min(STREAM_POLL_SECONDS, settings.balance_heartbeat_seconds)
-                if await subscription.wait(slice_seconds):
-                    break
-                if await request.is_disconnected():
-                    return
-                quiet_for += slice_seconds
-                if quiet_for >= settings.balance_heartbeat_seconds:
-                    quiet_for = 0.0
-                    yield ServerSentEvent(comment="heartbeat")
+            if latest is not None and latest.id != sent:
+                yield ServerSentEvent(
+                    event="balance", raw_data=latest.data, id=latest.id, retry=retry
+                )
+                sent, retry = latest.id, None
+            # A client that goes away is noticed by the response itself, which then
+            # cancels this generator: nothing to poll here.
+            if not await subscription.wait(settings.balance_heartbeat_seconds):
+                yield ServerSentEvent(comment="ping")
+            if subscription.revoked:
+                return
+            latest = subscription.latest
 
 
 @router.get(

@@ -7,8 +7,9 @@ from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app import idempotency
-from app.accounts.dependencies import CurrentAccount
-from app.accounts.service import SubscriptionInactive
+from app.accounts.dependencies import BearerKey, CurrentAccount
+from app.accounts.service import SubscriptionInactive, key_lookup_id
+from app.credits.events import BalanceBroadcaster, until_revoked
 from app.credits.service import InsufficientCredits
 from app.db import Session
 from app.errors import (
@@ -197,12 +198,20 @@ async def get_generation_batch(
     },
 )
 async def stream_generation_batch_events(
-    batch_id: uuid.UUID, account: CurrentAccount, runtime: Runtime
+    batch_id: uuid.UUID,
+    account: CurrentAccount,
+    raw_key: BearerKey,
+    request: Request,
+    runtime: Runtime,
 ) -> StreamingResponse:
-    """Live progress of a batch, from whichever instance works on it."""
+    """Live progress of a batch, from whichever instance works on it. Ends when the API
+    key is revoked."""
     events = await service.batch_events(
         runtime.sessionmaker, runtime.settings, account.id, batch_id
     )
+    # Revocation is the stream's, not the batch's: it closes the stream here.
+    broadcaster: BalanceBroadcaster = request.app.state.balance_broadcaster
+    events = until_revoked(events, broadcaster, key_lookup_id(raw_key))
     return StreamingResponse(
         _server_sent(events),
         media_type="text/event-stream",
