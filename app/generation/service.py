@@ -147,8 +147,13 @@ class GenerationRuntime:
             attempt.abandoned = True
             if attempt.in_provider_call:
                 task.cancel()
-            async with asyncio.timeout(ANSWER_AFTER_CANCEL_SECONDS):
-                return await asyncio.shield(task)
+            try:
+                async with asyncio.timeout(ANSWER_AFTER_CANCEL_SECONDS):
+                    return await asyncio.shield(task)
+            except TimeoutError:
+                # Still not recorded (the database?): the request layer answers 503, and
+                # the generation resolves as it can (uncharged unless its charge commits).
+                raise asyncio.CancelledError from None
 
     def resolve_later(self, generation_id: uuid.UUID) -> None:
         """Fail `generation_id` once the database answers again, if it is still running."""
