@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
+from fastapi.sse import format_sse_event
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -49,6 +50,8 @@ RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 LISTENER_CHECK_SECONDS = 10.0
 LISTENER_APPLICATION_NAME = "rankframe-balance-listener"
 READ_RETRY_SECONDS = 1.0
+RETRY_MILLISECONDS = 3000
+"""`retry:` of a stream's first event: how long a client waits before reconnecting."""
 
 
 def listener_application_name(pid: int | None = None) -> str:
@@ -58,19 +61,29 @@ def listener_application_name(pid: int | None = None) -> str:
 
 @dataclass(frozen=True)
 class BalanceEvent:
-    """One `balance` event, the same for every stream of the account."""
+    """One `balance` event, the same for every stream of the account: formatted once (in
+    FastAPI's SSE format) and written as is by each."""
 
     id: str
     """Derived from the balance it carries (not its `as_of`): equal on every instance."""
     data: str
     """The JSON of `GET /v1/balance`."""
+    wire: bytes
+    first_wire: bytes
+    """The same with `retry:`, for a connection's first event."""
 
 
 def balance_event(balance: BalanceRead) -> BalanceEvent:
     state = balance.model_dump_json(exclude={"as_of"})
+    event_id = hashlib.blake2b(state.encode(), digest_size=9).hexdigest()
+    data = balance.model_dump_json()
     return BalanceEvent(
-        id=hashlib.blake2b(state.encode(), digest_size=9).hexdigest(),
-        data=balance.model_dump_json(),
+        id=event_id,
+        data=data,
+        wire=format_sse_event(data_str=data, event="balance", id=event_id),
+        first_wire=format_sse_event(
+            data_str=data, event="balance", id=event_id, retry=RETRY_MILLISECONDS
+        ),
     )
 
 

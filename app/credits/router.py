@@ -3,8 +3,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse
 
 from app import idempotency
 from app.accounts import service as accounts
@@ -34,8 +34,6 @@ from app.payments import packages
 
 router = APIRouter()
 
-RETRY_MILLISECONDS = 3000
-"""`retry:` of a stream's first event: how long a client waits before reconnecting."""
 LastEventId = Annotated[
     str | None,
     Header(
@@ -111,7 +109,9 @@ async def get_balance(request: Request, raw_key: BearerKey, response: Response) 
 @router.get(
     "/v1/balance/events",
     tags=["balance"],
-    response_class=EventSourceResponse,
+    # The route returns its `EventSourceResponse` itself (its events are formatted once per
+    # change, for every stream): the class here only keeps the document to `responses`.
+    response_class=StreamingResponse,
     responses={
         200: {
             "description": "`event: balance` with a `BalanceRead` body (its `data` is the JSON "
@@ -129,29 +129,46 @@ async def stream_balance(
     request: Request,
     settings: AppSettings,
     last_event_id: LastEventId = None,
-) -> AsyncIterator[ServerSentEvent]:
+) -> EventSourceResponse:
     """Server-Sent Events: the balance on connect and within a second of every change
     (purchases, generations, adjustments, refunds), from any server instance. With
     `Last-Event-ID`, the balance on connect only if it changed since that event."""
-    broadcaster: BalanceBroadcaster = request.app.state.balance_broadcaster
-    key = accounts.key_lookup_id(raw_key)
+    events = _balance_stream(
+        request.app.state.balance_broadcaster,
+        account.id,
+        accounts.key_lookup_id(raw_key),
+        last_event_id,
+        settings.balance_heartbeat_seconds,
+    )
+    return EventSourceResponse(
+        events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+async def _balance_stream(
+    broadcaster: BalanceBroadcaster,
+    account_id: uuid.UUID,
+    key: str | None,
+    last_event_id: str | None,
+    heartbeat_seconds: float,
+) -> AsyncIterator[bytes]:
+    """The stream's bytes. Each change's event was formatted once (FastAPI's SSE format)
+    for every stream of the account: a stream only writes it, so a change reaches thousands
+    of them at the cost of a write each (docs/benchmarks.md)."""
     # Subscribe before the first read, so no change (or revocation) can fall between.
-    with broadcaster.subscribe(account.id, key) as subscription:
+    with broadcaster.subscribe(account_id, key) as subscription:
         if await broadcaster.is_revoked(key):
             return
-        sent = last_event_id
-        retry: int | None = RETRY_MILLISECONDS
-        latest: BalanceEvent | None = await broadcaster.current(account.id)
+        sent, first = last_event_id, True
+        latest: BalanceEvent | None = await broadcaster.current(account_id)
         while True:
             if latest is not None and latest.id != sent:
-                yield ServerSentEvent(
-                    event="balance", raw_data=latest.data, id=latest.id, retry=retry
-                )
-                sent, retry = latest.id, None
+                yield latest.first_wire if first else latest.wire
+                sent, first = latest.id, False
             # A client that goes away is noticed by the response itself, which then
             # cancels this generator: nothing to poll here.
-            if not await subscription.wait(settings.balance_heartbeat_seconds):
-                yield ServerSentEvent(comment="ping")
+            if not await subscription.wait(heartbeat_seconds):
+                yield KEEPALIVE_COMMENT
             if subscription.revoked:
                 return
             latest = subscription.latest
