@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.credits import alerts
 from app.credits.repository import RATE_TOKENS
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
 
@@ -348,6 +349,7 @@ WITH usable_site AS (
         rate_tokens = {tokens} - 1, rate_updated_at = $6
     WHERE account_id = $1 AND available >= 1 AND EXISTS (SELECT 1 FROM usable_site)
       AND {tokens} >= 1
+      AND /*alerts*/ (ALERT_STATE_AFTER_RESERVE) = alert_state
     RETURNING account_id
 ), hold AS (
     INSERT INTO credit_hold (id, account_id, amount, consumed, status, reference, created_at,
@@ -365,12 +367,17 @@ WITH usable_site AS (
 )
 SELECT pg_notify($10::text, $1::text) FROM generation
 """.format(tokens=RATE_TOKENS.format(now="$6", rate="$11::float8", burst="$12::float8"))
+RESERVE_GENERATION_SQL = RESERVE_GENERATION_SQL.replace(
+    "ALERT_STATE_AFTER_RESERVE", alerts.next_state_sql("available - 1")
+)
 """$1 account, $2 site, $3 generation id, $4 hold id, $5 kind, $6 now, $7 expires at,
 $8 input (JSON text), $9 idempotency record id or NULL, $10 the balance channel, $11 the
 rate bucket's refill per second, $12 its burst. One row when reserved (a token of the
 account's rate bucket taken with the credit); none when the site, the balance, the bucket
-or anything else says no."""
-
+or anything else says no, and none when this credit would move the balance alerts
+(`app.credits.alerts`): a crossing is judged and its event recorded by the ORM path, in its
+transaction, under the same row lock. (The charge moves `reserved` only, so it never
+crosses.)"""
 CHARGE_GENERATION_SQL = """
 WITH running AS (
     SELECT id FROM generation WHERE id = $1::uuid AND status = 'running' FOR UPDATE

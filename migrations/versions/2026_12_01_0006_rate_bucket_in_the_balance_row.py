@@ -6,7 +6,7 @@ generation's reserve statement refills it and takes a token in the same `UPDATE`
 moves the credit. NULL means a full bucket (never used).
 
 Revision ID: 0006
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01 00:06:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
