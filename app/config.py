@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     polar_timeout_seconds: float = Field(default=10.0, gt=0)
     """How long a Polar API call may take before a purchase intent fails with 502."""
     balance_heartbeat_seconds: float = Field(default=15.0, gt=0)
-    """How often the live balance stream sends a heartbeat comment to keep proxies open."""
+    """How often an idle live balance stream sends a `: ping` comment to keep proxies open."""
 
     # --- generations (README, "Generations") ---
     anthropic_timeout_seconds: float = Field(default=60.0, gt=0)

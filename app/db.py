@@ -139,7 +139,8 @@ class StatementRunner:
     release (timeouts, shields, queue bookkeeping) cost about a fifth of such a request
     (docs/benchmarks.md). Up to `keep` connections are leased from the pool for good; when
     all are busy the statement runs on the pool as usual. A connection whose statement
-    failed or was cancelled goes back to the pool, which resets or replaces it."""
+    failed or was cancelled, or that the server closed while it was kept, goes back to the
+    pool, which resets or replaces it."""
 
     def __init__(self, pool: asyncpg.Pool, keep: int) -> None:
         self.pool = pool
@@ -148,6 +149,11 @@ class StatementRunner:
         self._idle: list[asyncpg.Connection] = []
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
+        while self._idle and _lost(self._idle[-1]):
+            # The server closed it (a restart, an idle timeout): the pool replaces it at
+            # its next acquire, as it does for its own connections.
+            self._kept -= 1
+            await _give_back(self.pool, self._idle.pop())
         if self._idle:
             connection = self._idle.pop()
         elif self._kept < self._keep:
@@ -164,7 +170,7 @@ class StatementRunner:
             row = await connection.fetchrow(sql, *args)
         except BaseException:
             self._kept -= 1
-            await self.pool.release(connection)
+            await _give_back(self.pool, connection)
             raise
         self._idle.append(connection)
         return row
@@ -186,6 +192,20 @@ class StatementRunner:
         for connection in idle:
             await self.pool.release(connection)
         await self.pool.close()
+
+
+def _lost(connection: asyncpg.Connection) -> bool:
+    """Closed by the server; asyncpg then hands a pool connection back to its pool itself,
+    and the kept proxy answers nothing at all any more."""
+    try:
+        return connection.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+
+
+async def _give_back(pool: asyncpg.Pool, connection: asyncpg.Connection) -> None:
+    with contextlib.suppress(asyncpg.InterfaceError):  # already back (see `_lost`)
+        await pool.release(connection)
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:

@@ -1,6 +1,7 @@
 """One error hierarchy and the one handler that renders RFC 9457 problem+json."""
 
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -10,7 +11,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
@@ -62,6 +64,20 @@ class IdempotencyKeyReused(AppError):
     status = 409
     code = "idempotency_key_reused"
     title = "Idempotency-Key reused with a different request"
+
+
+class RateLimited(AppError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    @classmethod
+    def wait(cls, what: str, seconds: float) -> "RateLimited":
+        retry_after = max(1, math.ceil(seconds))
+        return cls(
+            f"Too many {what} requests; retry in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 class ServiceNotConfigured(AppError):
@@ -166,6 +182,63 @@ def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]
     return responses
 
 
+_DATABASE_FAILURES: tuple[type[BaseException], ...] = (
+    # The driver's own: the server gone, restarting, refusing, full, or the connection's
+    # state machine broken by a drop mid-transaction ("cannot switch to state ...").
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    # SQLAlchemy's names for the same, and its pool's checkout timeout.
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeout,
+    # The network below both (ConnectionError, refused, reset) and every timeout.
+    OSError,
+    TimeoutError,
+)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` is the database (or the way to it) failing, not a bug or a refusal:
+    looks through SQLAlchemy's wrapper (`orig`) and the exceptions it was raised from."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen or len(seen) > 16:
+            continue
+        seen.add(id(current))
+        if isinstance(current, _DATABASE_FAILURES):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        pending.extend((getattr(current, "orig", None), current.__cause__, current.__context__))
+    return False
+
+
+class DatabaseUnavailable(AppError):
+    status = 503
+    code = "database_unavailable"
+    title = "The database is not answering"
+
+
+def database_unavailable_response(exc: BaseException) -> JSONResponse:
+    # The database is down, unreachable or busy. Whether a write that was under way took
+    # effect is not known here, so the answer does not claim either.
+    logger.error("database unavailable", exc_info=exc)
+    return problem_response(
+        503,
+        DatabaseUnavailable.code,
+        DatabaseUnavailable.title,
+        "The service cannot reach its database right now; try again shortly (a request "
+        "with an Idempotency-Key is safe to retry with the same key).",
+        headers={"Retry-After": "5"},
+    )
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -258,20 +331,23 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(asyncpg.exceptions.OperatorInterventionError)
     @app.exception_handler(asyncpg.exceptions.InsufficientResourcesError)
     @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(asyncpg.InternalClientError)
+    @app.exception_handler(OSError)
+    @app.exception_handler(DBAPIError)
     async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        # The database is down, unreachable or busy: nothing was done, try again shortly.
-        logger.error("database unavailable", exc_info=exc)
-        return problem_response(
-            503,
-            "database_unavailable",
-            "The database is not answering",
-            "The service cannot reach its database right now; nothing was changed.",
-            headers={"Retry-After": "5"},
-        )
+        if is_database_unavailable(exc):
+            return database_unavailable_response(exc)
+        return _internal_error(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.error("unexpected error", exc_info=exc)
-        return problem_response(
-            500, "internal_error", "Internal server error", "An unexpected error occurred."
-        )
+        if is_database_unavailable(exc):
+            return database_unavailable_response(exc)
+        return _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> JSONResponse:
+    logger.error("unexpected error", exc_info=exc)
+    return problem_response(
+        500, "internal_error", "Internal server error", "An unexpected error occurred."
+    )

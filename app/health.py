@@ -8,16 +8,10 @@ from sqlalchemy import func, select, text
 from app import metrics
 from app.credits.models import CreditHold
 from app.db import utcnow
-from app.errors import AppError, problem_responses
+from app.errors import DatabaseUnavailable, problem_responses
 from app.outbound import repository as outbound_repository
 
 router = APIRouter(tags=["health"])
-
-
-class DatabaseUnavailable(AppError):
-    status = 503
-    code = "database_unavailable"
-    title = "The database is not answering"
 
 
 class HealthRead(BaseModel):

@@ -1,6 +1,5 @@
 """Abuse limits: request body size (413) and per-account rate limits (429 `rate_limited`)."""
 
-import math
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -10,19 +9,15 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.dependencies import CurrentAccount
-from app.errors import AppError, problem_response
+from app.errors import AppError, RateLimited, problem_response
+
+__all__ = ["PayloadTooLarge", "RateLimited", "TokenBucketLimiter", "rate_limit"]
 
 
 class PayloadTooLarge(AppError):
     status = 413
     code = "payload_too_large"
     title = "Request body too large"
-
-
-class RateLimited(AppError):
-    status = 429
-    code = "rate_limited"
-    title = "Too many requests"
 
 
 class BodySizeLimitMiddleware:
@@ -103,7 +98,9 @@ class _Bucket:
 
 
 class TokenBucketLimiter:
-    """Per-key token buckets, per process: `rate` requests a minute with bursts of `burst`."""
+    """Per-key token buckets, per process: `rate` requests a minute with bursts of `burst`.
+    On PostgreSQL the generations bucket is the account's instead, in its balance row
+    (`app.credits.repository.RATE_TOKENS`), shared by every process and instance."""
 
     def __init__(self, per_minute: int, burst: int, *, clock: Callable[[], float] = time.monotonic):
         self.rate = per_minute / 60.0
@@ -132,14 +129,12 @@ def rate_limit(name: str) -> Callable[..., Coroutine[Any, Any, None]]:
     (`app.state.rate_limiters[name]`)."""
 
     async def dependency(request: Request, account: CurrentAccount) -> None:
-        limiter: TokenBucketLimiter = request.app.state.rate_limiters[name]
+        limiter: TokenBucketLimiter | None = request.app.state.rate_limiters[name]
+        if limiter is None:
+            return  # kept in the database instead (PostgreSQL generations, see `main`)
         wait = limiter.acquire(str(account.id))
         if wait > 0:
-            retry_after = max(1, math.ceil(wait))
-            raise RateLimited(
-                f"Too many {name} requests; retry in {retry_after} s.",
-                headers={"Retry-After": str(retry_after)},
-            )
+            raise RateLimited.wait(name, wait)
 
     dependency.__name__ = f"rate_limit_{name}"
     return dependency

@@ -76,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.economy.start()
         try:
             async with (
-                balance_events(settings) as app.state.balance_broadcaster,
+                balance_events(
+                    settings, app.state.read_sessionmaker
+                ) as app.state.balance_broadcaster,
                 polar_client(settings) as app.state.polar,
                 run_outbound(settings, app.state.sessionmaker),
             ):
@@ -102,9 +104,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.rate_limiters = {
+        # PostgreSQL: the account's bucket is in its balance row, taken by the reserve
+        # itself, so it holds across processes and instances (`app.credits.repository`).
         "generations": TokenBucketLimiter(
             settings.rate_limit_generations_per_minute, settings.rate_limit_generations_burst
-        ),
+        )
+        if settings.is_sqlite
+        else None,
         "purchases": TokenBucketLimiter(
             settings.rate_limit_purchases_per_minute, settings.rate_limit_purchases_burst
         ),

@@ -1,6 +1,7 @@
 """Structured JSON logs with a request id (and account id where known) on every line,
 and the access-log / metrics middleware."""
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -13,6 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
+from app.errors import problem_response
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -72,6 +74,26 @@ def configure_logging(level: str) -> None:
 
 
 access_logger = logging.getLogger("app.access")
+logger = logging.getLogger("app.errors")
+
+
+async def _shutting_down(scope: Scope, receive: Receive, send: Send) -> None:
+    response = problem_response(
+        503,
+        "shutting_down",
+        "The server is restarting",
+        "This server stopped before it could finish the request; retry it (a request with an "
+        "Idempotency-Key is safe to retry with the same key).",
+        headers={"Retry-After": "1", "Connection": "close"},
+    )
+    await response(scope, receive, send)
+
+
+async def _internal_error(scope: Scope, receive: Receive, send: Send) -> None:
+    response = problem_response(
+        500, "internal_error", "Internal server error", "An unexpected error occurred."
+    )
+    await response(scope, receive, send)
 
 
 class RequestContextMiddleware:
@@ -97,10 +119,13 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
 
+        status_sent = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                status_sent = True
                 message.setdefault("headers", [])
                 message["headers"] = [
                     *message["headers"],
@@ -110,6 +135,21 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # Only the server cancels a request: uvicorn, for those still open when
+            # `--timeout-graceful-shutdown` runs out. It would answer with a plain-text 500.
+            if status_sent:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await _shutting_down(scope, receive, send_with_id)
+        except Exception as exc:
+            # What no handler turned into an answer (uvicorn's would be plain text).
+            if status_sent:
+                raise
+            logger.error("unhandled error", exc_info=exc)
+            await _internal_error(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

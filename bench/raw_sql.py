@@ -16,6 +16,8 @@ from app.generation.repository import CHARGE_GENERATION_SQL, RESERVE_GENERATION_
 
 PAGE = '{"page_title": "Handmade oak furniture", "page_content": "Solid oak tables."}'
 OUTPUT = '{"text": "Handmade Oak Furniture"}'
+RATE_PER_MINUTE = 100_000_000
+"""`RATE_LIMIT_GENERATIONS_PER_MINUTE` and `_BURST` of `bench/run.py`."""
 
 
 def bind(sql: str, values: dict[int, str]) -> str:
@@ -54,6 +56,9 @@ def generation_cycle() -> str:
             8: f"'{PAGE}'",
             9: "NULL",
             10: f"'{CHANNEL}'",
+            # The rate bucket (migration 0006), as generous as the benchmark's settings.
+            11: f"{RATE_PER_MINUTE / 60}",
+            12: f"{RATE_PER_MINUTE}",
         },
     )
     charge = bind(

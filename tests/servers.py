@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -36,7 +36,10 @@ class ServerProcess:
         self.process.wait(timeout=10)
 
 
-def start_server(database_url: str, **env: str) -> ServerProcess:
+def start_server(
+    database_url: str, *, uvicorn_args: Sequence[str] = (), **env: str
+) -> ServerProcess:
+    """`uvicorn app.main:app` on a free port; `uvicorn_args` are added to its command."""
     port = free_port()
     environment = {
         **os.environ,
@@ -56,6 +59,7 @@ def start_server(database_url: str, **env: str) -> ServerProcess:
             str(port),
             "--log-level",
             "warning",
+            *uvicorn_args,
         ],
         cwd=ROOT,
         env=environment,
@@ -84,11 +88,13 @@ def stop_server(server: ServerProcess) -> None:
 
 
 @contextlib.contextmanager
-def running_servers(database_url: str, count: int, **env: str) -> Iterator[list[ServerProcess]]:
+def running_servers(
+    database_url: str, count: int, *, uvicorn_args: Sequence[str] = (), **env: str
+) -> Iterator[list[ServerProcess]]:
     servers: list[ServerProcess] = []
     try:
         for _ in range(count):
-            servers.append(start_server(database_url, **env))
+            servers.append(start_server(database_url, uvicorn_args=uvicorn_args, **env))
         yield servers
     finally:
         for server in servers:

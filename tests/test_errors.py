@@ -302,3 +302,35 @@ async def test_blank_means_what_the_published_schema_says(client, database, reas
         "/v1/sites", json={"framer_project_id": reason, "name": reason}, headers=account.auth
     )
     assert site.status_code == status, site.text
+
+
+async def test_every_driver_level_failure_is_a_503_database_unavailable(settings):
+    import asyncpg
+    import httpx
+    from sqlalchemy.exc import DBAPIError
+
+    from app.main import create_app
+
+    failures = {
+        "state": asyncpg.InternalClientError("cannot switch to state 15"),
+        "gone": asyncpg.ConnectionDoesNotExistError("connection was closed"),
+        "interface": asyncpg.InterfaceError("connection is closed"),
+        "os": OSError(113, "No route to host"),
+        "wrapped": DBAPIError(
+            "SELECT 1", {}, asyncpg.ConnectionDoesNotExistError("closed mid-operation")
+        ),
+    }
+    application = create_app(settings)
+
+    @application.get("/test-failure/{name}")
+    async def fail(name: str) -> None:
+        raise failures[name]
+
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        for name in failures:
+            body = assert_problem(await c.get(f"/test-failure/{name}"), 503, "database_unavailable")
+            assert "nothing was changed" not in body["detail"]
+        # A bug is still a bug: 500, as problem+json.
+        failures["state"] = ValueError("a bug")
+        assert_problem(await c.get("/test-failure/state"), 500, "internal_error")

@@ -143,6 +143,11 @@ async def list_api_keys(session: AsyncSession, account_id: uuid.UUID) -> list[Ap
     return list((await session.execute(statement)).scalars())
 
 
+KEYS_REVOKED_KEY = "rankframe.keys_revoked"
+"""`session.info` key: lookup ids of the keys this transaction revoked. Once it commits,
+every instance closes their open streams (`app.credits.events`)."""
+
+
 async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:
     key = await session.get(ApiKey, key_id)
     if key is None:
@@ -150,6 +155,19 @@ async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await session.flush()
+    session.info.setdefault(KEYS_REVOKED_KEY, set()).add(key.lookup_id)
+
+
+async def revoked_lookup_ids(session: AsyncSession, lookup_ids: list[str]) -> set[str]:
+    """Those of the keys (by lookup id) that are revoked."""
+    if not lookup_ids:
+        return set()
+    rows = await session.execute(
+        select(ApiKey.lookup_id).where(
+            ApiKey.lookup_id.in_(lookup_ids), ApiKey.revoked_at.is_not(None)
+        )
+    )
+    return set(rows.scalars())
 
 
 def key_lookup_id(raw_key: str) -> str | None:

@@ -1,7 +1,17 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, Uuid, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigIntPK, UTCDateTime, utcnow
@@ -27,6 +37,11 @@ class CreditBalance(Base):
     reserved: Mapped[int] = mapped_column(BigInteger, default=0)
     """Credits held by open holds (generations in flight); equals the sum of open holds."""
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    rate_tokens: Mapped[float | None] = mapped_column(Float, default=None)
+    """PostgreSQL: generation requests the account may still make at once (its token
+    bucket, refilled at `RATE_LIMIT_GENERATIONS_PER_MINUTE` up to the burst) as of
+    `rate_updated_at`; NULL is a full bucket. SQLite keeps the bucket in the process."""
+    rate_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     low_balance_threshold: Mapped[int] = mapped_column(
         BigInteger, default=DEFAULT_LOW_BALANCE_THRESHOLD, server_default="50"
     )

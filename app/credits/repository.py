@@ -5,13 +5,62 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.accounts.models import Account, ApiKey
 from app.credits.models import CreditBalance, CreditHold, LedgerEntry
 from app.db import StatementRunner, utcnow
+
+RATE_TOKENS = (
+    "LEAST({burst}, COALESCE(rate_tokens, {burst}) + GREATEST(0, EXTRACT(EPOCH FROM "
+    "({now} - COALESCE(rate_updated_at, {now})))::float8) * {rate})"
+)
+"""PostgreSQL: the account's generation tokens at `{now}`, its bucket refilled at `{rate}`
+a second up to `{burst}` (in a statement on `credit_balance`). Evaluated on the row the
+`UPDATE` locked, so concurrent requests of every process queue on it and each sees the
+bucket the previous one left: the one definition used by the generation's reserve
+statement and by `spend_rate_token`."""
+
+_SPEND_RATE_TOKEN = text(
+    "UPDATE credit_balance SET rate_tokens = {tokens} - 1, rate_updated_at = :now "
+    "WHERE account_id = :account_id AND {tokens} >= 1 RETURNING account_id".format(
+        tokens=RATE_TOKENS.format(
+            now="CAST(:now AS TIMESTAMPTZ)",
+            rate="CAST(:rate AS FLOAT8)",
+            burst="CAST(:burst AS FLOAT8)",
+        )
+    )
+)
+_RATE_TOKENS_LEFT = text(
+    "SELECT {tokens} FROM credit_balance WHERE account_id = :account_id".format(
+        tokens=RATE_TOKENS.format(
+            now="CAST(:now AS TIMESTAMPTZ)",
+            rate="CAST(:rate AS FLOAT8)",
+            burst="CAST(:burst AS FLOAT8)",
+        )
+    )
+)
+
+
+async def spend_rate_token(
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    *,
+    now: datetime,
+    per_second: float,
+    burst: int,
+) -> float:
+    """PostgreSQL: take one token from the account's bucket (locking its balance row until
+    the transaction ends). 0 when taken; else the seconds until one is there."""
+    values = {"account_id": account_id, "now": now, "rate": per_second, "burst": float(burst)}
+    if (await session.execute(_SPEND_RATE_TOKEN, values)).first() is not None:
+        return 0.0
+    left = (await session.execute(_RATE_TOKENS_LEFT, values)).scalar_one_or_none()
+    if left is None:
+        return 0.0  # no balance row: the reserve refuses it
+    return max(0.0, (1 - float(left)) / per_second) if per_second > 0 else 60.0
 
 
 class BalanceRow(NamedTuple):

@@ -1,10 +1,10 @@
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse
 
 from app import idempotency
 from app.accounts import service as accounts
@@ -16,7 +16,7 @@ from app.accounts.dependencies import (
     mark_authenticated,
 )
 from app.credits import service
-from app.credits.events import BalanceBroadcaster
+from app.credits.events import BalanceBroadcaster, BalanceEvent
 from app.credits.schemas import (
     AdjustmentCreate,
     BalanceRead,
@@ -26,7 +26,7 @@ from app.credits.schemas import (
     LedgerPage,
 )
 from app.credits.service import InsufficientCreditsToTake
-from app.credits.views import CURSOR_PATTERN, balance_for_key, balance_snapshot, ledger_page
+from app.credits.views import CURSOR_PATTERN, balance_for_key, ledger_page
 from app.db import Session
 from app.errors import IdempotencyKeyReused, NotFound, Unauthorized, problem_responses
 from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
@@ -34,7 +34,42 @@ from app.payments import packages
 
 router = APIRouter()
 
-STREAM_POLL_SECONDS = 1.0
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="The `id` of the last event received, when reconnecting: the balance is "
+        "sent only if it changed since. An unknown or malformed id counts as none.",
+    ),
+]
+
+
+def balance_event_item_schema() -> dict[str, Any]:
+    """OpenAPI: what each event of `/v1/balance/events` carries."""
+    return {
+        "type": "object",
+        "required": ["event", "data", "id"],
+        "properties": {
+            "event": {"const": "balance"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/BalanceRead"},
+                "description": "The JSON of `GET /v1/balance`.",
+            },
+            "id": {
+                "type": "string",
+                "description": "Names the balance it carries; send it back as `Last-Event-ID`.",
+            },
+            "retry": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "On the first event of a connection: reconnect after this "
+                "many milliseconds.",
+            },
+        },
+    }
+
 
 LedgerLimit = Annotated[int, Query(ge=1, le=200, description="Entries per page.")]
 LedgerCursor = Annotated[
@@ -74,43 +109,69 @@ async def get_balance(request: Request, raw_key: BearerKey, response: Response) 
 @router.get(
     "/v1/balance/events",
     tags=["balance"],
-    response_class=EventSourceResponse,
+    # The route returns its `EventSourceResponse` itself (its events are formatted once per
+    # change, for every stream): the class here only keeps the document to `responses`.
+    response_class=StreamingResponse,
     responses={
         200: {
-            "description": "`event: balance` with a `BalanceRead` body on connect and after "
-            "every change (its `data` is the JSON of `GET /v1/balance`); `: heartbeat` "
-            "comments in between.",
+            "description": "`event: balance` with a `BalanceRead` body (its `data` is the JSON "
+            "of `GET /v1/balance`) on connect and after every change, each with an `id`; "
+            "the first event of a connection carries `retry`; `: ping` comments in between. "
+            "The stream ends when its API key is revoked.",
+            "content": {"text/event-stream": {"itemSchema": balance_event_item_schema()}},
         },
         **problem_responses(Unauthorized),
     },
 )
 async def stream_balance(
-    account: CurrentAccount, request: Request, settings: AppSettings
-) -> AsyncIterator[ServerSentEvent]:
+    account: CurrentAccount,
+    raw_key: BearerKey,
+    request: Request,
+    settings: AppSettings,
+    last_event_id: LastEventId = None,
+) -> EventSourceResponse:
     """Server-Sent Events: the balance on connect and within a second of every change
-    (purchases, generations, adjustments, refunds), from any server instance."""
-    broadcaster: BalanceBroadcaster = request.app.state.balance_broadcaster
-    sessionmaker = request.app.state.sessionmaker
-    # Subscribe before the first read, so no change can fall between the two.
-    with broadcaster.subscribe(account.id) as subscription:
+    (purchases, generations, adjustments, refunds), from any server instance. With
+    `Last-Event-ID`, the balance on connect only if it changed since that event."""
+    events = _balance_stream(
+        request.app.state.balance_broadcaster,
+        account.id,
+        accounts.key_lookup_id(raw_key),
+        last_event_id,
+        settings.balance_heartbeat_seconds,
+    )
+    return EventSourceResponse(
+        events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+async def _balance_stream(
+    broadcaster: BalanceBroadcaster,
+    account_id: uuid.UUID,
+    key: str | None,
+    last_event_id: str | None,
+    heartbeat_seconds: float,
+) -> AsyncIterator[bytes]:
+    """The stream's bytes. Each change's event was formatted once (FastAPI's SSE format)
+    for every stream of the account: a stream only writes it, so a change reaches thousands
+    of them at the cost of a write each (docs/benchmarks.md)."""
+    # Subscribe before the first read, so no change (or revocation) can fall between.
+    with broadcaster.subscribe(account_id, key) as subscription:
+        if await broadcaster.is_revoked(key):
+            return
+        sent, first = last_event_id, True
+        latest: BalanceEvent | None = await broadcaster.current(account_id)
         while True:
-            async with sessionmaker() as session, session.begin():
-                current = await accounts.get_account(session, account.id)
-                snapshot = await balance_snapshot(session, current)
-            yield ServerSentEvent(event="balance", data=snapshot)
-            quiet_for = 0.0
-            while True:
-                # Wake at least every second to notice a client that went away (a write
-                # would only fail at the next heartbeat, holding the stream open till then).
-                slice_seconds = min(STREAM_POLL_SECONDS, settings.balance_heartbeat_seconds)
-                if await subscription.wait(slice_seconds):
-                    break
-                if await request.is_disconnected():
-                    return
-                quiet_for += slice_seconds
-                if quiet_for >= settings.balance_heartbeat_seconds:
-                    quiet_for = 0.0
-                    yield ServerSentEvent(comment="heartbeat")
+            if latest is not None and latest.id != sent:
+                yield latest.first_wire if first else latest.wire
+                sent, first = latest.id, False
+            # A client that goes away is noticed by the response itself, which then
+            # cancels this generator: nothing to poll here.
+            if not await subscription.wait(heartbeat_seconds):
+                yield KEEPALIVE_COMMENT
+            if subscription.revoked:
+                return
+            latest = subscription.latest
 
 
 @router.get(

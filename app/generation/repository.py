@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, defer
 
 from app.credits import alerts
+from app.credits.repository import RATE_TOKENS
 from app.generation import lifecycle
 from app.generation.lifecycle import CANCELABLE, LEASED, UNFINISHED, ItemState, check_move
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
@@ -54,6 +55,22 @@ async def lock_interrupted_generations(
         .order_by(Generation.expires_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def lock_running_generations(
+    session: AsyncSession, generation_ids: Sequence[uuid.UUID]
+) -> list[Generation]:
+    """Those of the generations that are still running, locked (in id order)."""
+    if not generation_ids:
+        return []
+    statement = (
+        select(Generation)
+        .where(Generation.id.in_(generation_ids), Generation.status == "running")
+        .order_by(Generation.id)
+        .with_for_update()
         .execution_options(populate_existing=True)
     )
     return list((await session.execute(statement)).scalars())
@@ -770,8 +787,10 @@ WITH usable_site AS (
     SELECT id FROM site WHERE id = $2::uuid AND account_id = $1::uuid AND deleted_at IS NULL
 ), balance AS (
     UPDATE credit_balance
-    SET available = available - 1, reserved = reserved + 1, updated_at = $6::timestamptz
+    SET available = available - 1, reserved = reserved + 1, updated_at = $6::timestamptz,
+        rate_tokens = {tokens} - 1, rate_updated_at = $6
     WHERE account_id = $1 AND available >= 1 AND EXISTS (SELECT 1 FROM usable_site)
+      AND {tokens} >= 1
       AND /*alerts*/ (ALERT_STATE_AFTER_RESERVE) = alert_state
     RETURNING account_id
 ), hold AS (
@@ -789,17 +808,18 @@ WITH usable_site AS (
     RETURNING id
 )
 SELECT pg_notify($10::text, $1::text) FROM generation
-"""
+""".format(tokens=RATE_TOKENS.format(now="$6", rate="$11::float8", burst="$12::float8"))
 RESERVE_GENERATION_SQL = RESERVE_GENERATION_SQL.replace(
     "ALERT_STATE_AFTER_RESERVE", alerts.next_state_sql("available - 1")
 )
 """$1 account, $2 site, $3 generation id, $4 hold id, $5 kind, $6 now, $7 expires at,
-$8 input (JSON text), $9 idempotency record id or NULL, $10 the balance channel.
-One row when reserved; none when the site, the balance or anything else says no, and
-none when this credit would move the balance alerts (`app.credits.alerts`): a crossing
-is judged and its event recorded by the ORM path, in its transaction, under the same row
-lock. (The charge moves `reserved` only, so it never crosses.)"""
-
+$8 input (JSON text), $9 idempotency record id or NULL, $10 the balance channel, $11 the
+rate bucket's refill per second, $12 its burst. One row when reserved (a token of the
+account's rate bucket taken with the credit); none when the site, the balance, the bucket
+or anything else says no, and none when this credit would move the balance alerts
+(`app.credits.alerts`): a crossing is judged and its event recorded by the ORM path, in its
+transaction, under the same row lock. (The charge moves `reserved` only, so it never
+crosses.)"""
 CHARGE_GENERATION_SQL = """
 WITH running AS (
     SELECT id FROM generation WHERE id = $1::uuid AND status = 'running' FOR UPDATE

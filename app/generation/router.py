@@ -7,12 +7,14 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app import idempotency
-from app.accounts.dependencies import CurrentAccount
-from app.accounts.service import SubscriptionInactive
+from app.accounts.dependencies import BearerKey, CurrentAccount
+from app.accounts.service import SubscriptionInactive, key_lookup_id
+from app.credits.events import BalanceBroadcaster, until_revoked
 from app.credits.service import InsufficientCredits
 from app.db import Session
 from app.errors import (
     PROBLEM_JSON,
+    DatabaseUnavailable,
     IdempotencyKeyReused,
     NotFound,
     Unauthorized,
@@ -30,7 +32,12 @@ from app.generation.schemas import (
     GenerationCreated,
     GenerationRead,
 )
-from app.generation.service import GenerationFailed, GenerationRuntime, ProviderUnavailable
+from app.generation.service import (
+    GenerationFailed,
+    GenerationInterrupted,
+    GenerationRuntime,
+    ProviderUnavailable,
+)
 from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
 from app.limits import PayloadTooLarge, RateLimited, rate_limit
 
@@ -82,6 +89,8 @@ def _respond(status_code: int, body: Any, headers: dict[str, str] | None = None)
         IdempotentRequestInProgress,
         GenerationFailed,
         ProviderUnavailable,
+        GenerationInterrupted,
+        DatabaseUnavailable,
     ),
 )
 async def create_generation(
@@ -96,16 +105,14 @@ async def create_generation(
     fingerprint = idempotency.fingerprint(
         "POST", "/v1/generations", body.model_dump(mode="json", exclude_none=True)
     )
-    outcome = await runtime.detached(
-        service.create_generation(
-            runtime,
-            account,
-            body.site_id,
-            GenerationKind(body.kind),
-            payload,
-            idempotency_key=idempotency_key,
-            request_fingerprint=fingerprint,
-        )
+    outcome = await service.create_generation(
+        runtime,
+        account,
+        body.site_id,
+        GenerationKind(body.kind),
+        payload,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
     )
     return _respond(outcome.status_code, outcome.body, outcome.headers)
 
@@ -223,10 +230,22 @@ OwnBatch = Annotated[uuid.UUID, Depends(own_batch)]
     },
 )
 async def stream_generation_batch_events(
-    batch_id: OwnBatch, runtime: Runtime, last_event_id: LastEventId = None
+    batch_id: OwnBatch,
+    raw_key: BearerKey,
+    request: Request,
+    runtime: Runtime,
+    last_event_id: LastEventId = None,
 ) -> AsyncIterator[BatchProgressEvent]:
-    """Live progress of a batch, from whichever instance works on it; resumable."""
-    async for event in service.batch_events(runtime, batch_id, last_event_id):
+    """Live progress of a batch, from whichever instance works on it; resumable. Ends when
+    the API key is revoked."""
+    # Revocation is the stream's, not the batch's: it closes the stream here.
+    broadcaster: BalanceBroadcaster = request.app.state.balance_broadcaster
+    events = until_revoked(
+        service.batch_events(runtime, batch_id, last_event_id),
+        broadcaster,
+        key_lookup_id(raw_key),
+    )
+    async for event in events:
         # `ServerSentEvent`s go out as they are; the annotation documents their `data`.
         if event.event is None:
             yield cast(Any, ServerSentEvent(comment="ping"))

@@ -189,7 +189,8 @@ GenerationOutput = TextOutput | SchemaOutput
 
 class GenerationError(BaseModel):
     code: str
-    """`generation_failed` or `provider_unavailable`."""
+    """`generation_failed`, `provider_unavailable`, `generation_interrupted` (the server
+    stopped) or `database_unavailable` (its recording was cut off; nothing charged)."""
     reason: str | None = None
     """What went wrong, e.g. `timeout`, `output_too_long`, `rate_limited`."""
     detail: str

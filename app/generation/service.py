@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Collection, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -27,12 +27,20 @@ from app import idempotency, metrics
 from app.accounts import service as accounts
 from app.accounts.models import Account
 from app.config import Settings
+from app.credits import repository as credits_repository
 from app.credits import service as credits
 from app.credits.events import CHANNEL
 from app.credits.service import HoldOutcome
 from app.credits.views import balance_read, balance_snapshot
 from app.db import StatementRunner, utcnow
-from app.errors import AppError, NotFound, app_error_body
+from app.errors import (
+    AppError,
+    DatabaseUnavailable,
+    NotFound,
+    RateLimited,
+    app_error_body,
+    is_database_unavailable,
+)
 from app.generation import economy_repository, lifecycle, pricing, repository
 from app.generation.events import BatchFeeds, StreamEvent, follow_batch, parse_last_event_id
 from app.generation.limiter import AdaptiveLimiter, SlotUnavailable
@@ -69,6 +77,9 @@ KIND_LABELS = {
 }
 IDEMPOTENCY_POLL_SECONDS = 0.1
 SHUTDOWN_GRACE_SECONDS = 20.0
+ANSWER_AFTER_CANCEL_SECONDS = 5.0
+"""How long a cancelled request still waits for its generation's recorded outcome."""
+RESOLVE_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
 
 class GenerationFailed(AppError):
@@ -83,6 +94,21 @@ class ProviderUnavailable(AppError):
     title = "The AI provider is busy; no credit was charged"
 
 
+class GenerationInterrupted(AppError):
+    status = 503
+    code = "generation_interrupted"
+    title = "The server stopped during the generation; no credit was charged"
+
+
+@dataclass
+class _Attempt:
+    """A detached generation's link to the request waiting for its answer."""
+
+    in_provider_call: bool = False
+    abandoned: bool = False
+    """The request was cancelled (a server shutting down): nobody will read the answer."""
+
+
 @dataclass
 class GenerationRuntime:
     """What generations need for the app's lifetime: one provider, the session factory, the
@@ -95,6 +121,10 @@ class GenerationRuntime:
     """PostgreSQL: the single generation's reserve and charge run as one statement each."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     batch_created: asyncio.Event = field(default_factory=asyncio.Event)
+    unresolved: set[uuid.UUID] = field(default_factory=set)
+    """Generations whose recording the database interrupted: failed (uncharged, their key
+    freed) as soon as it answers again, unless the interrupted write had committed."""
+    _resolver: asyncio.Task[None] | None = None
     limiter: AdaptiveLimiter = field(default_factory=lambda: AdaptiveLimiter(8))
     """The process's gate in front of the provider (batch workers and single generations)."""
     feeds: BatchFeeds = field(init=False)
@@ -103,17 +133,65 @@ class GenerationRuntime:
     def __post_init__(self) -> None:
         self.feeds = BatchFeeds(self.sessionmaker, self.settings.batch_events_interval_seconds)
 
-    async def detached(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run `work` as a task the request's cancellation cannot stop (a client that
-        disconnects), kept referenced until it ends."""
+    async def detached(self, work: Coroutine[Any, Any, T], attempt: _Attempt | None = None) -> T:
+        """Run `work` as a task a client that disconnects cannot stop, kept referenced
+        until it ends.
+
+        The request itself is cancelled only by the server: uvicorn cancels the requests
+        still open when `--timeout-graceful-shutdown` runs out, and would answer each with
+        its own plain-text 500. Such a request still answers, and truly: a generation still
+        waiting for the model is stopped and given back (nothing charged, `503`), one
+        already being recorded is waited for and its real answer sent."""
         task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if attempt is None or task.done():
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            attempt.abandoned = True
+            if attempt.in_provider_call:
+                task.cancel()
+            try:
+                async with asyncio.timeout(ANSWER_AFTER_CANCEL_SECONDS):
+                    return await asyncio.shield(task)
+            except TimeoutError:
+                # Still not recorded (the database?): the request layer answers 503, and
+                # the generation resolves as it can (uncharged unless its charge commits).
+                raise asyncio.CancelledError from None
+
+    def resolve_later(self, generation_id: uuid.UUID) -> None:
+        """Fail `generation_id` once the database answers again, if it is still running."""
+        self.unresolved.add(generation_id)
+        if self._resolver is None or self._resolver.done():
+            self._resolver = asyncio.create_task(self._resolve_forever(), name="resolver")
+
+    async def _resolve_forever(self) -> None:
+        attempt = 0
+        while self.unresolved:
+            pending = set(self.unresolved)
+            try:
+                await fail_unrecorded_generations(self.sessionmaker, pending)
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    logger.exception("resolving unrecorded generations failed; retrying")
+                await asyncio.sleep(RESOLVE_RETRY_SECONDS[min(attempt, 3)])
+                attempt += 1
+                continue
+            self.unresolved -= pending
+            attempt = 0
 
     async def drain(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """At shutdown: let running generations finish, then interrupt the rest (their
         holds are released on the way out, or by the sweeper)."""
+        if self._resolver is not None:
+            # Left to the sweeper (at hold expiry) if the database is still away.
+            self._resolver.cancel()
+            await asyncio.gather(self._resolver, return_exceptions=True)
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=grace_seconds)
             for task in pending:
@@ -219,6 +297,13 @@ def _failure_error(failure: ProviderError, generation_id: uuid.UUID) -> AppError
         "credits_charged": 0,
         "reason": failure.reason,
     }
+    if failure.reason == "interrupted":
+        return GenerationInterrupted(
+            "The server stopped during the generation. Nothing was charged; try again "
+            "(with the same Idempotency-Key, if you sent one).",
+            headers={"Retry-After": "1"},
+            **extra,
+        )
     if failure.kind is FailureKind.UNAVAILABLE:
         retry_after = failure.retry_after_seconds or 30
         return ProviderUnavailable(
@@ -240,20 +325,98 @@ async def create_generation(
     idempotency_key: str | None,
     request_fingerprint: str,
 ) -> Outcome:
-    """One generation, start to end. Raises `AppError`s that leave everything unchanged
-    (402, 403, 404, 409); returns the outcome of everything after the credit was reserved."""
+    """One generation, start to end, detached from the request (`GenerationRuntime.
+    detached`). Raises `AppError`s that leave everything unchanged (402, 403, 404, 409);
+    returns the outcome of everything after the credit was reserved."""
+    attempt = _Attempt()
+    return await runtime.detached(
+        _generate(
+            runtime,
+            attempt,
+            account,
+            site_id,
+            kind,
+            payload,
+            idempotency_key=idempotency_key,
+            request_fingerprint=request_fingerprint,
+        ),
+        attempt,
+    )
+
+
+async def _generate(
+    runtime: GenerationRuntime,
+    attempt: _Attempt,
+    account: Account,
+    site_id: uuid.UUID,
+    kind: GenerationKind,
+    payload: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+    request_fingerprint: str,
+) -> Outcome:
+    generation_id = uuid.uuid4()
     started: _Started | Outcome | None = None
-    if runtime.statements is not None and accounts.is_usable(account):
-        started = await _reserve_fast(
-            runtime, account, site_id, kind, payload, idempotency_key, request_fingerprint
-        )
-    if started is None:
-        started = await _reserve_or_replay(
-            runtime, account.id, site_id, kind, payload, idempotency_key, request_fingerprint
-        )
+    try:
+        if runtime.statements is not None and accounts.is_usable(account):
+            started = await _reserve_fast(
+                runtime,
+                account,
+                site_id,
+                kind,
+                payload,
+                idempotency_key,
+                request_fingerprint,
+                generation_id,
+            )
+        if started is None:
+            started = await _reserve_or_replay(
+                runtime,
+                account.id,
+                site_id,
+                kind,
+                payload,
+                idempotency_key,
+                request_fingerprint,
+                generation_id,
+            )
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        # The reserve may have committed before the connection went: find out, and give
+        # the credit back, as soon as the database answers.
+        logger.error("database unavailable while reserving a generation", exc_info=exc)
+        runtime.resolve_later(generation_id)
+        return _unrecorded_outcome(generation_id, result_at_stake=False)
     if isinstance(started, Outcome):
         return started
-    return await _run(runtime, started)
+    return await _run(runtime, attempt, started)
+
+
+def _unrecorded_outcome(generation_id: uuid.UUID, *, result_at_stake: bool) -> Outcome:
+    """The truth when the database failed after the reserve may have committed."""
+    if result_at_stake:
+        detail = (
+            "The database stopped answering while this generation's result was being "
+            f"recorded. Unless the charge was already recorded (GET /v1/generations/"
+            f"{generation_id} then shows it succeeded, with its output), the generation "
+            "fails and its credit is given back as soon as the database answers again."
+        )
+        extra: dict[str, Any] = {"generation_id": str(generation_id)}
+    else:
+        detail = (
+            "The database stopped answering while this generation was starting. Nothing is "
+            "charged: a credit held for it, if any, is given back as soon as the database "
+            "answers again."
+        )
+        extra = {"generation_id": str(generation_id), "credits_charged": 0}
+    error = DatabaseUnavailable(
+        detail + " A retry with the same Idempotency-Key then gets the recorded answer, or "
+        "runs it anew.",
+        headers={"Retry-After": "5"},
+        **extra,
+    )
+    return Outcome(error.status, app_error_body(error), error.headers)
 
 
 async def _reserve_or_replay(
@@ -264,6 +427,7 @@ async def _reserve_or_replay(
     payload: dict[str, Any],
     idempotency_key: str | None,
     request_fingerprint: str,
+    generation_id: uuid.UUID,
 ) -> _Started | Outcome:
     """The ORM path: every check with its error, the key's stored answer replayed, and a
     wait while another request with the same key is generating."""
@@ -281,7 +445,14 @@ async def _reserve_or_replay(
                     claim = claimed
             if idempotency_key is None or claim is not None:
                 return await _reserve(
-                    session, runtime.settings, account_id, site_id, kind, payload, claim
+                    session,
+                    runtime.settings,
+                    account_id,
+                    site_id,
+                    kind,
+                    payload,
+                    claim,
+                    generation_id,
                 )
         # Another request with this key is generating: wait for its stored answer.
         if time.monotonic() > wait_until:
@@ -297,11 +468,12 @@ async def _reserve_fast(
     payload: dict[str, Any],
     idempotency_key: str | None,
     request_fingerprint: str,
+    generation_id: uuid.UUID,
 ) -> _Started | None:
     """PostgreSQL: the reserve as one statement (with the key's claim, one transaction).
     None when it did not reserve: nothing changed, and the ORM path decides why."""
     assert runtime.statements is not None
-    generation_id, hold_id, now = uuid.uuid4(), uuid.uuid4(), utcnow()
+    hold_id, now = uuid.uuid4(), utcnow()
     expires_at = now + timedelta(seconds=runtime.settings.hold_ttl_seconds)
     try:
         async with _one_statement_or_transaction(runtime.statements, idempotency_key) as executor:
@@ -317,6 +489,8 @@ async def _reserve_fast(
                 expires_at=expires_at,
                 idempotency_key=idempotency_key,
                 request_fingerprint=request_fingerprint,
+                rate_per_second=runtime.settings.rate_limit_generations_per_minute / 60,
+                rate_burst=runtime.settings.rate_limit_generations_burst,
             )
     except _NotReserved:
         return None
@@ -361,6 +535,8 @@ async def _reserve_statements(
     expires_at: datetime,
     idempotency_key: str | None,
     request_fingerprint: str,
+    rate_per_second: float,
+    rate_burst: int,
 ) -> int | None:
     """Claim the key (if any) and reserve; the idempotency record's id, if any."""
     record_id: int | None = None
@@ -387,6 +563,8 @@ async def _reserve_statements(
         json.dumps(payload),
         record_id,
         CHANNEL,
+        rate_per_second,
+        rate_burst,
     )
     if reserved is None:
         raise _NotReserved  # the ORM path claims again and raises the reason
@@ -401,12 +579,13 @@ async def _reserve(
     kind: GenerationKind,
     payload: dict[str, Any],
     claim: idempotency.Claim | None,
+    generation_id: uuid.UUID,
 ) -> _Started:
     """The first short transaction: checks, one credit held, the generation `running`."""
     account = await accounts.get_account(session, account_id)
     accounts.ensure_usable(account)
     await accounts.get_site(session, account_id, site_id)
-    generation_id = uuid.uuid4()
+    await _spend_rate_token(session, settings, account_id)
     hold = await credits.reserve(
         session,
         account_id,
@@ -431,6 +610,26 @@ async def _reserve(
         ),
     )
     return _Started(generation_id, account_id, kind, payload)
+
+
+async def _spend_rate_token(
+    session: AsyncSession, settings: Settings, account_id: uuid.UUID
+) -> None:
+    """PostgreSQL: one token of the account's generation bucket (in its balance row, for
+    every process and instance), or `RateLimited`. A request refused later in the same
+    transaction (402) gives it back with the rollback: only reservations spend tokens.
+    SQLite: the route's in-process bucket already decided."""
+    if settings.is_sqlite:
+        return
+    wait = await credits_repository.spend_rate_token(
+        session,
+        account_id,
+        now=utcnow(),
+        per_second=settings.rate_limit_generations_per_minute / 60,
+        burst=settings.rate_limit_generations_burst,
+    )
+    if wait > 0:
+        raise RateLimited.wait("generations", wait)
 
 
 async def call_provider(
@@ -491,7 +690,13 @@ async def _call_provider(
         )
 
 
-async def _run(runtime: GenerationRuntime, started: _Started) -> Outcome:
+async def _run(runtime: GenerationRuntime, attempt: _Attempt, started: _Started) -> Outcome:
+    interrupted = ProviderError(
+        FailureKind.FAILED, "interrupted", "The server stopped during the generation."
+    )
+    if attempt.abandoned:
+        return await _record(runtime, started, interrupted)
+    attempt.in_provider_call = True
     try:
         async with runtime.limiter.slot(runtime.settings.generation_slot_wait_seconds):
             answer = await call_provider(
@@ -506,13 +711,33 @@ async def _run(runtime: GenerationRuntime, started: _Started) -> Outcome:
         )
     except asyncio.CancelledError:
         # Shutting down mid-call: give the credit back now rather than at hold expiry.
-        interrupted = ProviderError(
-            FailureKind.FAILED, "interrupted", "The server stopped during the generation."
-        )
+        attempt.in_provider_call = False
+        outcome: Outcome | None = None
         with contextlib.suppress(Exception):
-            await _finish(runtime, started, interrupted)
+            outcome = await _record(runtime, started, interrupted)
+        current = asyncio.current_task()
+        if attempt.abandoned and outcome is not None and current is not None:
+            current.uncancel()  # the request waiting for us cancelled us, to answer it
+            return outcome
         raise
-    return await _finish(runtime, started, answer)
+    attempt.in_provider_call = False
+    return await _record(runtime, started, answer)
+
+
+async def _record(
+    runtime: GenerationRuntime, started: _Started, answer: ProviderResult | ProviderError
+) -> Outcome:
+    """`_finish`, and when the database fails on the way the truth about it."""
+    try:
+        return await _finish(runtime, started, answer)
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        logger.error("database unavailable while recording a generation", exc_info=exc)
+        runtime.resolve_later(started.generation_id)
+        return _unrecorded_outcome(
+            started.generation_id, result_at_stake=isinstance(answer, ProviderResult)
+        )
 
 
 async def _finish(
@@ -661,7 +886,7 @@ async def _store(session: AsyncSession, generation: Generation, outcome: Outcome
     if generation.idempotency_record_id is None:
         return
     claim = idempotency.Claim(generation.idempotency_record_id)
-    if outcome.status_code == ProviderUnavailable.status:
+    if outcome.status_code == 503:  # provider unavailable, interrupted, database
         # Not final: free the key so a retry after Retry-After generates again.
         generation.idempotency_record_id = None
         await session.flush()
@@ -691,16 +916,48 @@ async def fail_interrupted_generations(
             now = utcnow()
             interrupted = await repository.lock_interrupted_generations(session, now, limit)
             for generation in interrupted:
-                await credits.release(session, generation.hold_id, now=now)
-                generation.status = "failed"
-                generation.error_code = GenerationFailed.code
-                generation.error_detail = "interrupted: The generation was interrupted."
-                generation.completed_at = now
-                outcome = _stored_failure_outcome(generation)
-                await _store(session, generation, outcome)
+                await _fail_running(
+                    session,
+                    generation,
+                    now,
+                    "interrupted: The generation was interrupted.",
+                    _stored_failure_outcome(generation),
+                )
         total += len(interrupted)
         if len(interrupted) < limit:
             return total
+
+
+async def fail_unrecorded_generations(
+    sessionmaker: async_sessionmaker[AsyncSession], generation_ids: Collection[uuid.UUID]
+) -> int:
+    """Generations whose recording the database interrupted (`_unrecorded_outcome`): those
+    still running are failed, their credit released and their key freed; those whose
+    write did commit before the connection went are left as they are."""
+    async with sessionmaker() as session, session.begin():
+        now = utcnow()
+        running = await repository.lock_running_generations(session, list(generation_ids))
+        for generation in running:
+            await _fail_running(
+                session,
+                generation,
+                now,
+                "database_unavailable: The database stopped answering during the generation.",
+                _unrecorded_outcome(generation.id, result_at_stake=False),
+            )
+    return len(running)
+
+
+async def _fail_running(
+    session: AsyncSession, generation: Generation, now: datetime, detail: str, outcome: Outcome
+) -> None:
+    """A running generation that will not finish: its credit back, failed, its key's answer."""
+    await credits.release(session, generation.hold_id, now=now)
+    generation.status = "failed"
+    generation.error_code = str(outcome.body["code"])
+    generation.error_detail = detail
+    generation.completed_at = now
+    await _store(session, generation, outcome)
 
 
 # --- batches ---
@@ -752,6 +1009,7 @@ async def create_batch(
     account = await accounts.get_account(session, account_id)
     accounts.ensure_usable(account)
     await accounts.get_site(session, account_id, site_id)
+    await _spend_rate_token(session, settings, account_id)
     batch_id = uuid.uuid4()
     holds = await credits.reserve_many(
         session,

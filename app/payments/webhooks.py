@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
@@ -24,13 +25,17 @@ from app.accounts import service as accounts
 from app.accounts.service import SubscriptionChange
 from app.config import Settings
 from app.db import utcnow
-from app.errors import AppError
+from app.errors import AppError, is_database_unavailable
 from app.payments import repository, service
 from app.payments.service import PolarOrder
 
 logger = logging.getLogger(__name__)
 
 WEBHOOK_ID_MAX_LENGTH = 255
+EVENT_TYPE_MAX_LENGTH = 100
+POLAR_ID_MAX_LENGTH = 100
+"""The columns Polar's order, checkout and subscription ids are stored in."""
+MAX_BIGINT = 2**63 - 1
 SUBSCRIPTION_EVENTS = frozenset(
     {
         "subscription.created",
@@ -71,6 +76,9 @@ class Delivery:
     timestamp: datetime
     event_type: str
     payload: dict[str, Any]
+    unstorable: str | None = None
+    """Why the delivery had to be sanitized to be stored (NUL characters, an over-long
+    type): it is kept as `invalid_payload` and never acted on."""
 
 
 def verify(body: bytes, headers: Mapping[str, str], secret: str | None) -> Delivery:
@@ -101,13 +109,41 @@ def verify(body: bytes, headers: Mapping[str, str], secret: str | None) -> Deliv
     webhook_id = plain_headers["webhook-id"]
     if len(webhook_id) > WEBHOOK_ID_MAX_LENGTH:
         raise InvalidWebhookPayload("`webhook-id` is too long.")
-    event_type = payload.get("type")
+    clean, changed = _without_nul(payload)
+    event_type = clean.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        event_type = "unknown"
+    unstorable = "NUL characters (removed to store it)" if changed else None
+    if len(event_type) > EVENT_TYPE_MAX_LENGTH:
+        event_type = event_type[:EVENT_TYPE_MAX_LENGTH]
+        unstorable = unstorable or f"`type` longer than {EVENT_TYPE_MAX_LENGTH} characters"
     return Delivery(
         webhook_id=webhook_id,
         timestamp=datetime.fromtimestamp(int(float(plain_headers["webhook-timestamp"])), UTC),
-        event_type=event_type[:100] if isinstance(event_type, str) else "unknown",
-        payload=payload,
+        event_type=event_type,
+        payload=clean,
+        unstorable=unstorable,
     )
+
+
+def _without_nul(value: Any) -> tuple[Any, bool]:
+    """`value` with NUL characters removed from every string (PostgreSQL's text cannot
+    hold them), and whether there were any."""
+    if isinstance(value, str):
+        return (value.replace("\x00", ""), True) if "\x00" in value else (value, False)
+    if isinstance(value, dict):
+        changed = False
+        cleaned: dict[str, Any] = {}
+        for key, item in value.items():
+            clean_key, key_changed = _without_nul(key)
+            clean_item, item_changed = _without_nul(item)
+            cleaned[clean_key] = clean_item
+            changed = changed or key_changed or item_changed
+        return cleaned, changed
+    if isinstance(value, list):
+        pairs = [_without_nul(item) for item in value]
+        return [item for item, _ in pairs], any(changed for _, changed in pairs)
+    return value, False
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -133,15 +169,17 @@ async def receive(session: AsyncSession, settings: Settings, delivery: Delivery)
     if event_id is None:
         metrics.WEBHOOKS.labels(delivery.event_type, "duplicate").inc()
         return False
-    try:
-        outcome = await _dispatch(session, settings, delivery)
-        detail = None
-    except (ValidationError, _Unreadable) as exc:
-        # Signed by Polar but not the shape we know: keep it for a person, do not retry.
-        outcome, detail = "invalid_payload", str(exc)[:2000]
+    outcome, detail = await _handle(session, settings, delivery)
+    if outcome == "invalid_payload":
+        # Signed by Polar but not something we can act on: kept for a person, and
+        # acknowledged so that Polar does not retry it forever.
         logger.error(
             "Polar webhook payload not understood",
-            extra={"webhook_id": delivery.webhook_id, "event_type": delivery.event_type},
+            extra={
+                "webhook_id": delivery.webhook_id,
+                "event_type": delivery.event_type,
+                "detail": detail,
+            },
         )
     event = await repository.get_webhook_event(session, event_id)
     assert event is not None
@@ -159,6 +197,27 @@ async def receive(session: AsyncSession, settings: Settings, delivery: Delivery)
         },
     )
     return True
+
+
+async def _handle(
+    session: AsyncSession, settings: Settings, delivery: Delivery
+) -> tuple[str, str | None]:
+    """The delivery's outcome and detail. Its effects run in a savepoint: a value the
+    database refuses (too long, out of range, a broken constraint) undoes them and leaves
+    the inbox row, as `invalid_payload`. A database that is down is not the payload's
+    fault: that raises (503), and Polar retries."""
+    if delivery.unstorable is not None:
+        return "invalid_payload", f"Not acted on: {delivery.unstorable}."
+    try:
+        async with session.begin_nested():
+            return await _dispatch(session, settings, delivery), None
+    except (ValidationError, _Unreadable) as exc:
+        return "invalid_payload", str(exc)[:2000]
+    except (StatementError, OverflowError) as exc:
+        if is_database_unavailable(exc):
+            raise
+        cause = getattr(exc, "orig", None) or exc
+        return "invalid_payload", f"Refused by the database: {type(cause).__name__}."
 
 
 async def _dispatch(session: AsyncSession, settings: Settings, delivery: Delivery) -> str:
@@ -188,30 +247,34 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+PolarId = Annotated[str, StringConstraints(min_length=1, max_length=POLAR_ID_MAX_LENGTH)]
+Cents = Annotated[int, Field(ge=0, le=MAX_BIGINT)]
+
+
 class _Customer(_Lenient):
     id: str | None = None
     external_id: str | None = None
 
 
 class _Order(_Lenient):
-    id: str
+    id: PolarId
     status: str = "paid"
-    product_id: str | None = None
-    checkout_id: str | None = None
+    product_id: PolarId | None = None
+    checkout_id: PolarId | None = None
     customer: _Customer | None = None
-    total_amount: int = 0
-    refunded_amount: int = 0
+    total_amount: Cents = 0
+    refunded_amount: Cents = 0
     metadata: dict[str, Any] = {}
 
 
 class _Checkout(_Lenient):
-    id: str
+    id: PolarId
     status: str
     metadata: dict[str, Any] = {}
 
 
 class _Subscription(_Lenient):
-    id: str
+    id: PolarId
     status: str
     created_at: datetime | None = None
     modified_at: datetime | None = None

@@ -112,6 +112,7 @@ async def reserve_fast(application, account, site_id, key=None):
         PAYLOAD,
         key,
         "fingerprint",
+        uuid.uuid4(),
     )
 
 

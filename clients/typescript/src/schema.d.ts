@@ -244,7 +244,8 @@ export interface paths {
         /**
          * Stream Balance
          * @description Server-Sent Events: the balance on connect and within a second of every change
-         *     (purchases, generations, adjustments, refunds), from any server instance.
+         *     (purchases, generations, adjustments, refunds), from any server instance. With
+         *     `Last-Event-ID`, the balance on connect only if it changed since that event.
          */
         get: operations["stream_balance"];
         put?: never;
@@ -511,7 +512,8 @@ export interface paths {
         };
         /**
          * Stream Generation Batch Events
-         * @description Live progress of a batch, from whichever instance works on it; resumable.
+         * @description Live progress of a batch, from whichever instance works on it; resumable. Ends when
+         *     the API key is revoked.
          */
         get: operations["stream_generation_batch_events"];
         put?: never;
@@ -2773,13 +2775,16 @@ export interface operations {
     stream_balance: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The `id` of the last event received, when reconnecting: the balance is sent only if it changed since. An unknown or malformed id counts as none. */
+                "Last-Event-ID"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description `event: balance` with a `BalanceRead` body on connect and after every change (its `data` is the JSON of `GET /v1/balance`); `: heartbeat` comments in between. */
+            /** @description `event: balance` with a `BalanceRead` body (its `data` is the JSON of `GET /v1/balance`) on connect and after every change, each with an `id`; the first event of a connection carries `retry`; `: ping` comments in between. The stream ends when its API key is revoked. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2795,6 +2800,15 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
                 };
             };
         };
@@ -3354,7 +3368,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Service Unavailable: `provider_unavailable` */
+            /** @description Service Unavailable: `provider_unavailable`, `generation_interrupted`, `database_unavailable` */
             503: {
                 headers: {
                     [name: string]: unknown;
