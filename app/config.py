@@ -31,7 +31,11 @@ class Settings(BaseSettings):
 
     # --- operational tuning, documented in the README ---
     environment: Literal["development", "production"] = "development"
-    """`production` refuses to start with a short or missing admin token."""
+    """`production` refuses to start without an explicit `DATABASE_URL`, and with a short or
+    missing admin token while the admin endpoints are enabled."""
+    admin_api_enabled: bool = True
+    """`false`: the admin endpoints answer 401 whatever the token (an instance that serves
+    only the plugin and webhooks), and production needs no `ADMIN_TOKEN`."""
     hold_ttl_seconds: int = Field(default=300, ge=1)
     """How long a single generation's reservation lives before the sweeper releases it."""
     hold_sweep_interval_seconds: float = Field(default=15.0, gt=0)
@@ -82,13 +86,31 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_weak_admin_token_in_production(self) -> "Settings":
-        if self.environment == "production" and self.admin_token is not None:
-            token = self.admin_token.get_secret_value()
-            if len(token) < MIN_PRODUCTION_ADMIN_TOKEN_LENGTH or token in {"admin", "changeme"}:
-                raise ValueError(
-                    f"ADMIN_TOKEN must be at least {MIN_PRODUCTION_ADMIN_TOKEN_LENGTH} "
-                    "random characters in production"
-                )
+        if self.environment != "production" or not self.admin_api_enabled:
+            return self
+        token = self.admin_token.get_secret_value() if self.admin_token is not None else ""
+        if not token:
+            raise ValueError(
+                "ADMIN_TOKEN is required in production while the admin endpoints are enabled "
+                "(set ADMIN_API_ENABLED=false to run without them)"
+            )
+        if len(token) < MIN_PRODUCTION_ADMIN_TOKEN_LENGTH or token in {"admin", "changeme"}:
+            raise ValueError(
+                f"ADMIN_TOKEN must be at least {MIN_PRODUCTION_ADMIN_TOKEN_LENGTH} "
+                "random characters in production"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_implicit_database_in_production(self) -> "Settings":
+        # The default SQLite file would live in the container's own filesystem: lost at the
+        # next deploy and different on every replica, and with it the ledger. Production
+        # names its database (an SQLite file on a mounted volume is still allowed).
+        if self.environment == "production" and "database_url" not in self.model_fields_set:
+            raise ValueError(
+                "DATABASE_URL is required in production (postgresql+asyncpg://...); the "
+                "default SQLite file would be lost with the container"
+            )
         return self
 
     @model_validator(mode="after")
