@@ -310,6 +310,8 @@ export interface paths {
          * @description Add or take away credits by hand, with a reason for the audit trail.
          *
          *     A negative adjustment larger than `available` is `409 insufficient_credits`.
+         *
+         *     **`Idempotency-Key` is required**: a repeat with the same key and body returns the first answer, marked `Idempotency-Replayed: true`; the same key with another body is `409 idempotency_key_reused`.
          */
         post: operations["create_adjustment"];
         delete?: never;
@@ -371,6 +373,8 @@ export interface paths {
          * Create Purchase Intent
          * @description Open a Polar checkout for a credit package; pay at `checkout_url`. The credits arrive
          *     when Polar confirms the payment.
+         *
+         *     `Idempotency-Key` is optional: a repeat with the same key and body returns the first answer, marked `Idempotency-Replayed: true`; the same key with another body is `409 idempotency_key_reused`.
          */
         post: operations["create_purchase_intent"];
         delete?: never;
@@ -433,6 +437,8 @@ export interface paths {
          * Create Generation
          * @description Generate one output for one credit. Every failure costs nothing: `credits_charged` is
          *     0 and the balance is as before.
+         *
+         *     `Idempotency-Key` is optional: a repeat with the same key and body returns the first answer, marked `Idempotency-Replayed: true`; the same key with another body is `409 idempotency_key_reused`.
          */
         post: operations["create_generation"];
         delete?: never;
@@ -474,6 +480,8 @@ export interface paths {
          * Create Generation Batch
          * @description Start a batch: one credit per item is reserved now (all of them, or `402` and none);
          *     each item that succeeds is charged, each that fails or is canceled is released.
+         *
+         *     `Idempotency-Key` is optional: a repeat with the same key and body returns the first answer, marked `Idempotency-Replayed: true`; the same key with another body is `409 idempotency_key_reused`.
          */
         post: operations["create_generation_batch"];
         delete?: never;
@@ -2136,7 +2144,7 @@ export interface operations {
         parameters: {
             query?: never;
             header: {
-                /** @description A unique key per intended adjustment; a retry with it is not applied twice. */
+                /** @description Required. A unique key per intended adjustment; a retry with it is not applied twice (the stored answer comes back with `Idempotency-Replayed: true`). */
                 "Idempotency-Key": string;
             };
             path: {
@@ -2153,6 +2161,8 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2180,6 +2190,8 @@ export interface operations {
             /** @description Conflict: `insufficient_credits`, `idempotency_key_reused`, `idempotent_request_in_progress` */
             409: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2299,6 +2311,8 @@ export interface operations {
             /** @description The account's open first-time checkout, instead of a second one */
             200: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2308,6 +2322,8 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2326,6 +2342,8 @@ export interface operations {
             /** @description Forbidden: `subscription_inactive` */
             403: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2335,6 +2353,8 @@ export interface operations {
             /** @description Conflict: `first_time_offer_unavailable`, `purchase_in_progress`, `idempotency_key_reused`, `idempotent_request_in_progress` */
             409: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2362,6 +2382,8 @@ export interface operations {
             /** @description Bad Gateway: `payment_provider_error` */
             502: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2371,6 +2393,8 @@ export interface operations {
             /** @description Service Unavailable: `service_not_configured` */
             503: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2512,6 +2536,8 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2530,6 +2556,8 @@ export interface operations {
             /** @description Payment Required: `insufficient_credits` */
             402: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2539,6 +2567,8 @@ export interface operations {
             /** @description Forbidden: `subscription_inactive` */
             403: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2557,6 +2587,8 @@ export interface operations {
             /** @description Conflict: `idempotency_key_reused`, `idempotent_request_in_progress` */
             409: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2593,6 +2625,8 @@ export interface operations {
             /** @description Bad Gateway: `generation_failed` */
             502: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2602,6 +2636,8 @@ export interface operations {
             /** @description Service Unavailable: `provider_unavailable` */
             503: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2678,6 +2714,8 @@ export interface operations {
             /** @description Successful Response */
             202: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2696,6 +2734,8 @@ export interface operations {
             /** @description Payment Required: `insufficient_credits` */
             402: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2705,6 +2745,8 @@ export interface operations {
             /** @description Forbidden: `subscription_inactive` */
             403: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2723,6 +2765,8 @@ export interface operations {
             /** @description Conflict: `idempotency_key_reused`, `idempotent_request_in_progress` */
             409: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
