@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     """How long a single generation's reservation lives before the sweeper releases it."""
     hold_sweep_interval_seconds: float = Field(default=15.0, gt=0)
     """How often the in-app sweeper looks for expired holds."""
+    database_listen_url: str | None = None
+    """PostgreSQL: where the balance listener's `LISTEN` connection goes (default
+    `DATABASE_URL`). Behind a transaction-mode pooler it must reach the server itself: a
+    `LISTEN` needs a session of its own."""
+    db_transaction_pooling: bool = False
+    """`true` when `DATABASE_URL` is a pooler in transaction mode (PgBouncer
+    `pool_mode = transaction`): no prepared-statement caches on either driver path, and
+    reads run in transactions (a statement outside one may move between servers)."""
     db_pool_size: int = Field(default=10, ge=1)
     db_pool_pre_ping: bool = False
     """Test each pooled PostgreSQL connection with a query before use. Off by default: it
@@ -128,6 +136,20 @@ class Settings(BaseSettings):
                 "BATCH_HOLD_TTL_SECONDS"
             )
         return self
+
+    @model_validator(mode="after")
+    def _listen_past_the_pooler(self) -> "Settings":
+        if self.db_transaction_pooling and not self.database_listen_url and not self.is_sqlite:
+            raise ValueError(
+                "DATABASE_LISTEN_URL is required with DB_TRANSACTION_POOLING: LISTEN through "
+                "a transaction-mode pooler never hears a notification"
+            )
+        return self
+
+    @property
+    def listen_url(self) -> str:
+        """The URL of the balance listener's connection."""
+        return self.database_listen_url or self.database_url
 
     @property
     def is_sqlite(self) -> bool:

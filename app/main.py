@@ -56,7 +56,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = create_sessionmaker(engine)
         # Single-statement reads (authentication, the badge) run without a transaction: no
         # BEGIN/COMMIT round trips and, on SQLite, no write lock.
-        app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Behind a transaction-mode pooler a statement outside a transaction may be parsed
+        # on one server and run on another: reads keep their transaction there.
+        app.state.read_engine = (
+            engine
+            if settings.db_transaction_pooling
+            else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         app.state.read_sessionmaker = create_sessionmaker(app.state.read_engine)
         app.state.statements = await create_statement_runner(settings)
         sweeper = asyncio.create_task(

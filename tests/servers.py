@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.conftest import ADMIN_TOKEN, ROOT
+from tests.conftest import ADMIN_TOKEN, ROOT, pooler_settings
 
 
 def free_port() -> int:
@@ -44,6 +44,7 @@ def start_server(database_url: str, **env: str) -> ServerProcess:
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "PYTHONUNBUFFERED": "1",
         "LOG_LEVEL": "WARNING",
+        **{key.upper(): value for key, value in pooler_settings(database_url).items()},
         **env,
     }
     process = subprocess.Popen(
