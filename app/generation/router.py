@@ -185,7 +185,20 @@ async def get_generation_batch(
         200: {
             "description": "Server-Sent Events: `progress` (the batch and the item that just "
             "finished; the first one carries the current state and no item), then `done`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # Each event, as FastAPI documents `/v1/balance/events` (OpenAPI 3.2 `itemSchema`).
+            "content": {
+                "text/event-stream": {
+                    "itemSchema": {
+                        "type": "object",
+                        "properties": {
+                            "data": {"type": "string"},
+                            "event": {"type": "string"},
+                            "id": {"type": "string"},
+                            "retry": {"type": "integer", "minimum": 0},
+                        },
+                    }
+                }
+            },
         },
         **problem_responses(Unauthorized, NotFound),
     },

@@ -99,7 +99,7 @@ def after_call(context: Any, case: Any, response: Any) -> None:
     operation = (case.operation.method.upper(), case.operation.path)
     status = response.status_code
     with _lock, open(CALLS_LOG, "a") as log:
-        log.write(json.dumps([operation[0], operation[1], status]) + "\n")
+        log.write(json.dumps([operation[0], operation[1], status, response.elapsed]) + "\n")
     if not 200 <= status < 300:
         return
     if operation == ("DELETE", "/v1/sites/{site_id}"):

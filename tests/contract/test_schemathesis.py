@@ -38,19 +38,21 @@ CORE_OPERATIONS = [
 
 
 def counts_by_operation(log: Path) -> dict[tuple[str, str], Counter[str]]:
+    """Per operation: answers by status class, and `seconds` spent waiting for them."""
     counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for line in log.read_text().splitlines():
-        method, path, status = json.loads(line)
+        method, path, status, elapsed = json.loads(line)
         counts[(method, path)][f"{status // 100}xx"] += 1
+        counts[(method, path)]["seconds"] += elapsed
     return counts
 
 
 def table(counts: dict[tuple[str, str], Counter[str]]) -> str:
-    lines = [f"{'operation':<58} {'2xx':>5} {'4xx':>5} {'5xx':>5}"]
+    lines = [f"{'operation':<58} {'2xx':>5} {'4xx':>5} {'5xx':>5} {'seconds':>8}"]
     for (method, path), by_class in sorted(counts.items(), key=lambda item: item[0][1]):
         lines.append(
             f"{method + ' ' + path:<58} {by_class['2xx']:>5} {by_class['4xx']:>5} "
-            f"{by_class['5xx']:>5}"
+            f"{by_class['5xx']:>5} {by_class['seconds']:>8.1f}"
         )
     return "\n".join(lines)
 
