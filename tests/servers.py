@@ -14,7 +14,6 @@ import httpx
 
 from tests.conftest import ADMIN_TOKEN, ROOT, pooler_settings
 
-
 STARTUP_SECONDS = 90
 """Import, lifespan (the balance listener waits up to 10 s) and first answer: seconds on an
 idle machine, but a machine whose cores are shared with other test runs was seen taking
