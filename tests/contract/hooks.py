@@ -118,5 +118,9 @@ def after_call(context: Any, case: Any, response: Any) -> None:
     with _lock:
         for kind, path in _CREATES[operation]:
             found = _dig(body, path)
+            # POST /v1/sites answers 200 with the fuzzing account's own site for its
+            # project id: that one must never become deletable.
+            if kind == "deletable_site_id" and found == SITE_ID:
+                continue
             if _is_uuid(found) and found not in _known[kind]:
                 _known[kind].append(found)
