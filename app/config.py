@@ -90,11 +90,23 @@ class Settings(BaseSettings):
 
     # --- operational tuning, documented in the README ---
     environment: Literal["development", "production"] = "development"
-    """`production` refuses to start with a short or missing admin token."""
+    """`production` refuses to start without an explicit `DATABASE_URL`, and with a short or
+    missing admin token while the admin endpoints are enabled."""
+    admin_api_enabled: bool = True
+    """`false`: the admin endpoints answer 401 whatever the token (an instance that serves
+    only the plugin and webhooks), and production needs no `ADMIN_TOKEN`."""
     hold_ttl_seconds: int = Field(default=300, ge=1)
     """How long a single generation's reservation lives before the sweeper releases it."""
     hold_sweep_interval_seconds: float = Field(default=15.0, gt=0)
     """How often the in-app sweeper looks for expired holds."""
+    database_listen_url: str | None = None
+    """PostgreSQL: where the balance listener's `LISTEN` connection goes (default
+    `DATABASE_URL`). Behind a transaction-mode pooler it must reach the server itself: a
+    `LISTEN` needs a session of its own."""
+    db_transaction_pooling: bool = False
+    """`true` when `DATABASE_URL` is a pooler in transaction mode (PgBouncer
+    `pool_mode = transaction`): no prepared-statement caches on either driver path, and
+    reads run in transactions (a statement outside one may move between servers)."""
     db_pool_size: int = Field(default=10, ge=1)
     db_pool_pre_ping: bool = False
     """Test each pooled PostgreSQL connection with a query before use. Off by default: it
@@ -191,13 +203,31 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_weak_admin_token_in_production(self) -> "Settings":
-        if self.environment == "production" and self.admin_token is not None:
-            token = self.admin_token.get_secret_value()
-            if len(token) < MIN_PRODUCTION_ADMIN_TOKEN_LENGTH or token in {"admin", "changeme"}:
-                raise ValueError(
-                    f"ADMIN_TOKEN must be at least {MIN_PRODUCTION_ADMIN_TOKEN_LENGTH} "
-                    "random characters in production"
-                )
+        if self.environment != "production" or not self.admin_api_enabled:
+            return self
+        token = self.admin_token.get_secret_value() if self.admin_token is not None else ""
+        if not token:
+            raise ValueError(
+                "ADMIN_TOKEN is required in production while the admin endpoints are enabled "
+                "(set ADMIN_API_ENABLED=false to run without them)"
+            )
+        if len(token) < MIN_PRODUCTION_ADMIN_TOKEN_LENGTH or token in {"admin", "changeme"}:
+            raise ValueError(
+                f"ADMIN_TOKEN must be at least {MIN_PRODUCTION_ADMIN_TOKEN_LENGTH} "
+                "random characters in production"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_implicit_database_in_production(self) -> "Settings":
+        # The default SQLite file would live in the container's own filesystem: lost at the
+        # next deploy and different on every replica, and with it the ledger. Production
+        # names its database (an SQLite file on a mounted volume is still allowed).
+        if self.environment == "production" and "database_url" not in self.model_fields_set:
+            raise ValueError(
+                "DATABASE_URL is required in production (postgresql+asyncpg://...); the "
+                "default SQLite file would be lost with the container"
+            )
         return self
 
     @model_validator(mode="after")
@@ -221,6 +251,20 @@ class Settings(BaseSettings):
         if self.events_claim_seconds <= self.events_timeout_seconds:
             raise ValueError("EVENTS_CLAIM_SECONDS must be above EVENTS_TIMEOUT_SECONDS")
         return self
+
+    @model_validator(mode="after")
+    def _listen_past_the_pooler(self) -> "Settings":
+        if self.db_transaction_pooling and not self.database_listen_url and not self.is_sqlite:
+            raise ValueError(
+                "DATABASE_LISTEN_URL is required with DB_TRANSACTION_POOLING: LISTEN through "
+                "a transaction-mode pooler never hears a notification"
+            )
+        return self
+
+    @property
+    def listen_url(self) -> str:
+        """The URL of the balance listener's connection."""
+        return self.database_listen_url or self.database_url
 
     @property
     def is_sqlite(self) -> bool:

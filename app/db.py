@@ -6,6 +6,7 @@ which takes the database's single write lock up front.
 """
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -78,10 +79,28 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=settings.db_pool_pre_ping,
-        connect_args={"timeout": 10},
+        connect_args={"timeout": 10, **pooler_connect_args(settings)},
     )
     _replace_closed_connections(engine)
     return engine
+
+
+def pooler_connect_args(settings: Settings) -> dict[str, Any]:
+    """SQLAlchemy's asyncpg dialect behind a transaction-mode pooler (PgBouncer): a server
+    connection serves many clients, so no statement may be cached across transactions
+    (asyncpg's cache and the dialect's), and the dialect's own named statements get names
+    no other client can repeat (SQLAlchemy, "Prepared Statement Name with PGBouncer")."""
+    if not settings.db_transaction_pooling:
+        return {}
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unique_statement_name,
+    }
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
 
 
 def _replace_closed_connections(engine: AsyncEngine) -> None:
@@ -129,6 +148,9 @@ async def create_statement_runner(settings: Settings) -> "StatementRunner | None
         timeout=10,
         reset=_keep_session,
         record_class=Record,
+        # Behind a transaction-mode pooler: unnamed statements, parsed in the same message
+        # group as their execution (asyncpg's documented PgBouncer setting).
+        **({"statement_cache_size": 0} if settings.db_transaction_pooling else {}),
     )
     return StatementRunner(pool, keep=settings.db_pool_size)
 

@@ -320,6 +320,9 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         title = HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) else title
+        if exc.status_code == 404:
+            # One title for every 404, whether no route or no such resource answered it.
+            title, detail = NotFound.title, "Nothing exists at this path."
         return problem_response(exc.status_code, code, title, detail, headers=headers)
 
     @app.exception_handler(OperationalError)

@@ -12,14 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from sqlalchemy import JSON, Integer, String, UniqueConstraint, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigIntPK, UTCDateTime, dialect_insert, utcnow
-from app.errors import AppError, IdempotencyKeyReused
+from app.errors import PROBLEM_JSON, AppError, IdempotencyKeyReused
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+REPLAYED_HEADER = "Idempotency-Replayed"
+"""Set to `true` on every answer that is a stored one replayed (API.md, second release)."""
 
 
 class IdempotencyRecord(Base):
@@ -48,6 +51,17 @@ class IdempotentRequestInProgress(AppError):
 class Replay:
     status_code: int
     body: Any
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {REPLAYED_HEADER: "true"}
+
+    def response(self) -> JSONResponse:
+        """The stored answer as sent the first time, marked as replayed."""
+        media_type = PROBLEM_JSON if self.status_code >= 400 else "application/json"
+        return JSONResponse(
+            self.body, status_code=self.status_code, headers=self.headers, media_type=media_type
+        )
 
 
 @dataclass(frozen=True)

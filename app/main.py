@@ -23,12 +23,14 @@ from app.credits.fast_lane import BalanceFastLane, is_badge_request
 from app.credits.router import router as credits_router
 from app.credits.sweeper import sweep_forever
 from app.db import create_engine, create_sessionmaker, create_statement_runner
+from app.docs import install_docs
 from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_handlers
 from app.generation.economy import EconomyBatches
 from app.generation.router import router as generation_router
 from app.generation.worker import instance_name, start_generation
 from app.health import router as health_router
 from app.housekeeping import prune_forever
+from app.idempotency import REPLAYED_HEADER
 from app.limits import BodySizeLimitMiddleware, TokenBucketLimiter
 from app.observability import RequestContextMiddleware, configure_logging
 from app.outbound.dispatcher import run_outbound
@@ -63,7 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = create_sessionmaker(engine)
         # Single-statement reads (authentication, the badge) run without a transaction: no
         # BEGIN/COMMIT round trips and, on SQLite, no write lock.
-        app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Behind a transaction-mode pooler a statement outside a transaction may be parsed
+        # on one server and run on another: reads keep their transaction there.
+        app.state.read_engine = (
+            engine
+            if settings.db_transaction_pooling
+            else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         app.state.read_sessionmaker = create_sessionmaker(app.state.read_engine)
         app.state.statements = await create_statement_runner(settings)
         sweeper = asyncio.create_task(
@@ -101,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=API_DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        docs_url=None,  # install_docs: the same pages, with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.rate_limiters = {
@@ -132,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         functools.partial(CORSMiddleware, **cors) if cors is not None else None,
     )
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(health_router)
     app.include_router(accounts_router)
     app.include_router(credits_router)
@@ -169,7 +180,7 @@ def cors_options(settings: Settings) -> dict[str, Any] | None:
         "allow_credentials": False,  # bearer tokens, no cookies: never `*` with credentials
         "allow_methods": ["GET", "POST", "DELETE"],
         "allow_headers": ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-        "expose_headers": ["Retry-After", "X-Request-ID"],
+        "expose_headers": ["Retry-After", "X-Request-ID", REPLAYED_HEADER],
         "max_age": 600,
     }
 
@@ -230,9 +241,40 @@ def _register_problem_schemas(app: FastAPI) -> None:
                             }
                         },
                     }
+                _document_idempotency(operation)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_idempotency(operation: dict[str, Any]) -> None:
+    """An operation that takes `Idempotency-Key`: say whether it is required, and that any
+    of its answers may be a stored one, marked `Idempotency-Replayed: true`."""
+    key = next(
+        (p for p in operation.get("parameters", []) if p.get("name") == "Idempotency-Key"),
+        None,
+    )
+    if key is None:
+        return
+    rule = (
+        "**`Idempotency-Key` is required**"
+        if key.get("required")
+        else "`Idempotency-Key` is optional"
+    )
+    operation["description"] = (
+        operation.get("description", "").rstrip()
+        + f"\n\n{rule}: a repeat with the same key and body returns the first answer, "
+        f"marked `{REPLAYED_HEADER}: true`; the same key with another body is "
+        "`409 idempotency_key_reused`."
+    ).lstrip()
+    for status, response in operation.get("responses", {}).items():
+        if status in ("401", "404", "422", "429", "413"):
+            continue  # decided before the key is looked at: never a replay
+        response.setdefault("headers", {})[REPLAYED_HEADER] = {
+            "description": "`true` when this is the stored answer of an earlier request "
+            "with the same `Idempotency-Key`.",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
 
 
 app = create_app()

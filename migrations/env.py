@@ -8,6 +8,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import get_settings
+from app.db import pooler_connect_args
 from app.models import Base
 
 config = context.config
@@ -47,7 +48,10 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(database_url())
+    # Migrations may run through a transaction-mode pooler too (DB_TRANSACTION_POOLING).
+    url = database_url()
+    pooled = pooler_connect_args(get_settings()) if url.startswith("postgresql") else {}
+    engine = create_async_engine(url, connect_args=pooled)
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
     await engine.dispose()

@@ -29,9 +29,32 @@ from app.main import create_app
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token-" + "x" * 32
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+PGBOUNCER_URL = os.environ.get("TEST_PGBOUNCER_URL")
+"""Set by tests/test_pgbouncer.py for the tests it reruns: PostgreSQL databases are made and
+migrated directly, and the app (and the tests' own engines) reach them through PgBouncer
+in transaction mode, with only the `LISTEN` connection direct."""
 BACKENDS = [
     b.strip() for b in os.environ.get("RANKFRAME_TEST_BACKENDS", "sqlite,postgres").split(",")
 ]
+
+
+def through_pgbouncer(direct_url: str) -> str:
+    if PGBOUNCER_URL is None:
+        return direct_url
+    database = make_url(direct_url).database
+    return make_url(PGBOUNCER_URL).set(database=database).render_as_string(hide_password=False)
+
+
+def pooler_settings(database_url: str) -> dict[str, str]:
+    """The settings an app on `database_url` needs when that is PgBouncer (else none)."""
+    if PGBOUNCER_URL is None or not database_url.startswith("postgresql"):
+        return {}
+    bouncer, url = make_url(PGBOUNCER_URL), make_url(database_url)
+    if (url.host, url.port) != (bouncer.host, bouncer.port):
+        return {}
+    direct = make_url(os.environ.get("TEST_POSTGRES_URL", DEFAULT_PG))
+    listen = direct.set(database=url.database).render_as_string(hide_password=False)
+    return {"db_transaction_pooling": "true", "database_listen_url": listen}
 
 
 def alembic_config(database_url: str) -> Config:
@@ -87,7 +110,7 @@ async def _postgres_database() -> AsyncIterator[str]:
         await admin.close()
     url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
     await run_alembic(url, ("upgrade", "head"))
-    yield url
+    yield through_pgbouncer(url)
     admin = await _pg_admin_connection(base_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -125,6 +148,7 @@ def make_settings(database: Database, **overrides: object) -> Settings:
         "anthropic_api_key": None,
         "polar_access_token": None,
         "polar_webhook_secret": None,
+        **pooler_settings(database.url),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import json
+import re
 import uuid
 
 import pytest
@@ -29,6 +30,26 @@ def cursor_of(raw: str) -> str:
 
 async def test_unknown_route_is_a_problem_404(client):
     assert_problem(await client.get("/v1/nothing-here"), 404, "not_found")
+
+
+async def test_every_404_has_the_same_title(client):
+    account = await new_account(client)
+    missing = uuid.uuid4()
+    answers = [
+        await client.get("/v1/nothing-here"),
+        await client.get("/nothing-at-all"),
+        await client.get(f"/v1/sites/{missing}", headers=account.auth),
+        await client.delete(f"/v1/sites/{missing}", headers=account.auth),
+        await client.get(f"/v1/generations/{missing}", headers=account.auth),
+        await client.get(f"/v1/generation-batches/{missing}", headers=account.auth),
+        await client.get(f"/v1/generation-batches/{missing}/events", headers=account.auth),
+        await client.post(f"/v1/generation-batches/{missing}/cancel", headers=account.auth),
+        await client.get(f"/v1/purchase-intents/{missing}", headers=account.auth),
+        await client.get(f"/v1/admin/accounts/{missing}", headers=ADMIN),
+        await client.delete(f"/v1/admin/api-keys/{missing}", headers=ADMIN),
+    ]
+    bodies = [assert_problem(answer, 404, "not_found") for answer in answers]
+    assert {body["title"] for body in bodies} == {"Not found"}
 
 
 async def test_wrong_method_is_a_problem_405(client):
@@ -334,3 +355,16 @@ async def test_every_driver_level_failure_is_a_503_database_unavailable(settings
         # A bug is still a bug: 500, as problem+json.
         failures["state"] = ValueError("a bug")
         assert_problem(await c.get("/test-failure/state"), 500, "internal_error")
+
+
+async def test_docs_load_every_asset_from_this_server(client):
+    for page in ("/docs", "/redoc"):
+        html = (await client.get(page)).text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert assets, html
+        for asset in assets:
+            assert asset.startswith("/docs/assets/"), asset  # never a CDN
+            fetched = await client.get(asset)
+            assert fetched.status_code == 200 and len(fetched.content) > 1000, asset
+        assert "'/openapi.json'" in html or '"/openapi.json"' in html
+        assert not re.findall(r"https?://", html)

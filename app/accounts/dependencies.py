@@ -72,6 +72,11 @@ async def require_admin(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
 ) -> None:
     token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    if not settings.admin_api_enabled:
+        raise Unauthorized(
+            "Admin endpoints are disabled on this server (ADMIN_API_ENABLED=false).",
+            headers=_CHALLENGE,
+        )
     if not token:
         raise Unauthorized(
             "Admin endpoints are disabled: ADMIN_TOKEN is not set.", headers=_CHALLENGE

@@ -434,7 +434,7 @@ async def balance_events(
             finally:
                 _local[key].discard(broadcaster)
             return
-        listener = PostgresListener(settings.database_url, broadcaster)
+        listener = PostgresListener(settings.listen_url, broadcaster)
         task = asyncio.create_task(listener.run())
         try:
             # Start serving once changes can be heard (or after a while regardless: the

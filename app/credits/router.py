@@ -3,7 +3,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse
 
 from app import idempotency
@@ -82,7 +82,8 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
-        description="A unique key per intended adjustment; a retry with it is not applied twice.",
+        description="Required. A unique key per intended adjustment; a retry with it is not "
+        "applied twice (the stored answer comes back with `Idempotency-Replayed: true`).",
     ),
 ]
 
@@ -243,7 +244,7 @@ async def create_adjustment(
     )
     claim = await idempotency.claim(session, "admin", idempotency_key, fingerprint)
     if isinstance(claim, idempotency.Replay):
-        return JSONResponse(claim.body, status_code=claim.status_code)  # type: ignore[return-value]
+        return claim.response()  # type: ignore[return-value]
     if isinstance(claim, idempotency.InProgress):
         raise IdempotentRequestInProgress("Retry shortly.", headers={"Retry-After": "1"})
     description = f"Adjustment: {body.reason}"

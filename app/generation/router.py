@@ -163,7 +163,7 @@ async def create_generation_batch(
             session, f"account:{account.id}", idempotency_key, fingerprint
         )
         if isinstance(found, idempotency.Replay):
-            return _respond(found.status_code, found.body)  # type: ignore[return-value]
+            return found.response()  # type: ignore[return-value]
         if isinstance(found, idempotency.InProgress):
             raise IdempotentRequestInProgress("Retry shortly.", headers={"Retry-After": "1"})
         claim = found

@@ -440,7 +440,7 @@ async def _reserve_or_replay(
                     session, _scope(account_id), idempotency_key, request_fingerprint
                 )
                 if isinstance(claimed, idempotency.Replay):
-                    return Outcome(claimed.status_code, claimed.body)
+                    return Outcome(claimed.status_code, claimed.body, claimed.headers)
                 if isinstance(claimed, idempotency.Claim):
                     claim = claimed
             if idempotency_key is None or claim is not None:

@@ -2,7 +2,6 @@ import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.responses import JSONResponse
 
 from app import idempotency
 from app.accounts.dependencies import AppSettings, CurrentAccount
@@ -126,7 +125,7 @@ async def create_purchase_intent(
         if idempotency_key is not None:
             claimed = await idempotency.claim(session, scope, idempotency_key, fingerprint)
             if isinstance(claimed, idempotency.Replay):
-                return JSONResponse(claimed.body, status_code=claimed.status_code)  # type: ignore[return-value]
+                return claimed.response()  # type: ignore[return-value]
             if isinstance(claimed, idempotency.InProgress):
                 raise IdempotentRequestInProgress("Retry shortly.", headers={"Retry-After": "1"})
             claim = claimed

@@ -286,6 +286,8 @@ async def test_a_repeated_idempotency_key_applies_the_adjustment_once(client, da
     again = await adjust(client, account, 40, key=key)
     assert (first.status_code, again.status_code) == (201, 201)
     assert again.json() == first.json()
+    assert "Idempotency-Replayed" not in first.headers
+    assert again.headers["Idempotency-Replayed"] == "true"
     assert (await get_balance(client, account))["available"] == 40
     assert len(await ledger_entries(client, account)) == 1
 

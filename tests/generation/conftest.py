@@ -30,6 +30,7 @@ from tests.conftest import (
     funded_account,
     make_settings,
     run_alembic,
+    through_pgbouncer,
 )
 from tests.fakes.anthropic_server import FakeAnthropic
 
@@ -64,7 +65,7 @@ async def create_database(backend: str, tmp_dir: str) -> str:
             await admin.close()
         url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
     await run_alembic(url, ("upgrade", "head"))
-    return url
+    return through_pgbouncer(url)
 
 
 async def drop_database(url: str) -> None:

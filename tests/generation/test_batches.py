@@ -186,6 +186,7 @@ async def test_a_repeated_batch_request_reserves_once(gen_client):
     assert 202 in (first.status_code, second.status_code)
     replay = await gen_client.post("/v1/generation-batches", json=body, headers=headers)
     assert replay.status_code == 202
+    assert replay.headers["Idempotency-Replayed"] == "true"
     ids = {r.json()["id"] for r in (first, second, replay) if r.status_code == 202}
     assert len(ids) == 1
     await wait_for(gen_client, who, ids.pop(), lambda b: b["pending"] == 0)

@@ -202,6 +202,9 @@ async def test_concurrent_requests_with_one_key_make_one_generation_and_one_char
     )
     assert [r.status_code for r in responses] == [201] * 5, [r.text for r in responses]
     assert len({r.json()["id"] for r in responses}) == 1
+    # The one that generated is the original; the four that waited got it replayed.
+    replayed = sorted(r.headers.get("Idempotency-Replayed", "") for r in responses)
+    assert replayed == ["", "true", "true", "true", "true"]
     assert (await balance_of(gen_client, who))["available"] == 4
     assert len(await consumption_entries(gen_sessionmaker, who.id)) == 1
 
@@ -222,6 +225,9 @@ async def test_a_stored_failure_replays_without_calling_claude_again(gen_client,
     again = await gen_client.post("/v1/generations", json=body, headers=headers)
     assert first.status_code == again.status_code == 502
     assert again.json() == first.json()
+    assert "Idempotency-Replayed" not in first.headers
+    assert again.headers["Idempotency-Replayed"] == "true"
+    assert again.headers["content-type"] == "application/problem+json"
     assert len(fake_anthropic.calls_mentioning(nonce)) == 3  # the SDK's tries, once
     assert (await balance_of(gen_client, who))["available"] == 2
 

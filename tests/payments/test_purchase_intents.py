@@ -84,6 +84,8 @@ async def test_repeat_with_the_same_idempotency_key_returns_the_same_intent(pay_
 
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
+    assert "Idempotency-Replayed" not in first.headers
+    assert again.headers["Idempotency-Replayed"] == "true"
     assert len(polar.checkout_requests()) == 1
     assert other_body.status_code == 409
     assert other_body.json()["code"] == "idempotency_key_reused"

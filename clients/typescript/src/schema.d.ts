@@ -311,6 +311,8 @@ export interface paths {
          * @description Add or take away credits by hand, with a reason for the audit trail.
          *
          *     A negative adjustment larger than `available` is `409 insufficient_credits`.
+         *
+         *     **`Idempotency-Key` is required**: a repeat with the same key and body returns the first answer, marked `Idempotency-Replayed: true`; the same key with another body is `409 idempotency_key_reused`.
          */
         post: operations["create_adjustment"];
         delete?: never;
@@ -372,6 +374,8 @@ export interface paths {
          * Create Purchase Intent
          * @description Open a Polar checkout for a credit package; pay at `checkout_url`. The credits arrive
          *     when Polar confirms the payment.
+         *
+         *     `Idempotency-Key` is optional: a repeat with the same key and body returns the first answer, marked `Idempotency-Replayed: true`; the same key with another body is `409 idempotency_key_reused`.
          */
         post: operations["create_purchase_intent"];
         delete?: never;
@@ -434,6 +438,8 @@ export interface paths {
          * Create Generation
          * @description Generate one output for one credit. Every failure costs nothing: `credits_charged` is
          *     0 and the balance is as before.
+         *
+         *     `Idempotency-Key` is optional: a repeat with the same key and body returns the first answer, marked `Idempotency-Replayed: true`; the same key with another body is `409 idempotency_key_reused`.
          */
         post: operations["create_generation"];
         delete?: never;
@@ -475,6 +481,8 @@ export interface paths {
          * Create Generation Batch
          * @description Start a batch: one credit per item is reserved now (all of them, or `402` and none);
          *     each item that succeeds is charged, each that fails or is canceled is released.
+         *
+         *     `Idempotency-Key` is optional: a repeat with the same key and body returns the first answer, marked `Idempotency-Replayed: true`; the same key with another body is `409 idempotency_key_reused`.
          */
         post: operations["create_generation_batch"];
         delete?: never;
@@ -2905,7 +2913,7 @@ export interface operations {
         parameters: {
             query?: never;
             header: {
-                /** @description A unique key per intended adjustment; a retry with it is not applied twice. */
+                /** @description Required. A unique key per intended adjustment; a retry with it is not applied twice (the stored answer comes back with `Idempotency-Replayed: true`). */
                 "Idempotency-Key": string;
             };
             path: {
@@ -2922,6 +2930,8 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -2949,6 +2959,8 @@ export interface operations {
             /** @description Conflict: `insufficient_credits`, `idempotency_key_reused`, `idempotent_request_in_progress` */
             409: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3068,6 +3080,8 @@ export interface operations {
             /** @description The account's open first-time checkout, instead of a second one */
             200: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3077,6 +3091,8 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3095,6 +3111,8 @@ export interface operations {
             /** @description Forbidden: `subscription_inactive` */
             403: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3104,6 +3122,8 @@ export interface operations {
             /** @description Conflict: `first_time_offer_unavailable`, `purchase_in_progress`, `idempotency_key_reused`, `idempotent_request_in_progress` */
             409: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3131,6 +3151,8 @@ export interface operations {
             /** @description Bad Gateway: `payment_provider_error` */
             502: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3140,6 +3162,8 @@ export interface operations {
             /** @description Service Unavailable: `service_not_configured` */
             503: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3281,6 +3305,8 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3299,6 +3325,8 @@ export interface operations {
             /** @description Payment Required: `insufficient_credits` */
             402: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3308,6 +3336,8 @@ export interface operations {
             /** @description Forbidden: `subscription_inactive` */
             403: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3326,6 +3356,8 @@ export interface operations {
             /** @description Conflict: `idempotency_key_reused`, `idempotent_request_in_progress` */
             409: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3362,6 +3394,8 @@ export interface operations {
             /** @description Bad Gateway: `generation_failed` */
             502: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3371,6 +3405,8 @@ export interface operations {
             /** @description Service Unavailable: `provider_unavailable`, `generation_interrupted`, `database_unavailable` */
             503: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3447,6 +3483,8 @@ export interface operations {
             /** @description Successful Response */
             202: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3465,6 +3503,8 @@ export interface operations {
             /** @description Payment Required: `insufficient_credits` */
             402: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3474,6 +3514,8 @@ export interface operations {
             /** @description Forbidden: `subscription_inactive` */
             403: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -3492,6 +3534,8 @@ export interface operations {
             /** @description Conflict: `idempotency_key_reused`, `idempotent_request_in_progress` */
             409: {
                 headers: {
+                    /** @description `true` when this is the stored answer of an earlier request with the same `Idempotency-Key`. */
+                    "Idempotency-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
