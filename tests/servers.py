@@ -36,8 +36,8 @@ class ServerProcess:
         self.process.wait(timeout=10)
 
 
-def start_server(database_url: str, **env: str) -> ServerProcess:
-    port = free_port()
+def start_server(database_url: str, port: int | None = None, **env: str) -> ServerProcess:
+    port = port or free_port()
     environment = {
         **os.environ,
         "DATABASE_URL": database_url,

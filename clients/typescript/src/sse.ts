@@ -171,8 +171,8 @@ export async function runEventStream(
           let chunk: ReadableStreamReadResult<string>;
           try {
             chunk = await reader.read();
-          } catch (cause) {
-            throw CreditsApiError.network(cause);
+          } catch {
+            break; // the connection broke mid-stream: a drop, reconnect as after an end
           }
           if (chunk.done) break;
           touch();
