@@ -136,8 +136,8 @@ export async function runEventStream(
       const headers: Record<string, string> = {
         Authorization: `Bearer ${client.apiKey}`,
         Accept: "text/event-stream",
-        "Cache-Control": "no-store",
-      };
+      }; // no Cache-Control header: it is not one CORS lets through without asking
+
       if (lastEventId) headers["Last-Event-ID"] = lastEventId;
       touch();
       let response: Response;

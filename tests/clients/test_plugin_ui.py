@@ -1,0 +1,75 @@
+"""The plugin's credits UI in a real browser: `clients/plugin-ui` built to static files,
+served by a plain static server, driven by playwright-core on Debian's Chromium against the
+service on PostgreSQL and the stand-in Polar (whose checkout page pays for real: a signed
+`order.paid` to the service). The browser tests themselves are `clients/plugin-ui/tests/`."""
+
+import contextlib
+import http.server
+import os
+import shutil
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+from tests.clients.live import CLIENTS, LiveService, npm, running_live_service, static_site
+
+UI = CLIENTS / "plugin-ui"
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@contextlib.contextmanager
+def control_server(service: LiveService) -> Iterator[str]:
+    """What a browser test cannot do from inside the browser: stop or start the service,
+    make the stand-in Polar fail."""
+
+    class Control(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            value = urllib.parse.parse_qs(url.query).get("value", [""])[0]
+            if url.path == "/stop":
+                service.stop()
+            elif url.path == "/start":
+                service.restart()
+            elif url.path == "/polar-mode" and value in ("ok", "error", "timeout"):
+                service.polar.mode = value  # type: ignore[assignment]
+            else:
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(204)
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Control)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_plugin_ui_in_chromium(postgres_database):
+    assert os.path.exists(CHROMIUM), "Chromium is required (scripts/setup-clients.sh installs it)"
+    build = npm("plugin-ui", "run", "build")
+    assert build.returncode == 0, build.stdout + build.stderr
+    with (
+        running_live_service(postgres_database.url) as service,
+        static_site(UI / "dist") as ui_url,
+        control_server(service) as control_url,
+    ):
+        env = {
+            **service.node_env(),
+            "PLUGIN_UI_URL": ui_url,
+            "CONTROL_URL": control_url,
+            "CHROMIUM_PATH": CHROMIUM,
+        }
+        run = npm("plugin-ui", "test", env=env, timeout=600)
+    print(run.stdout[-4000:])
+    assert run.returncode == 0, run.stdout[-10000:] + run.stderr[-4000:]
+    assert "# fail 0" in run.stdout
+    assert "# pass 0" not in run.stdout
