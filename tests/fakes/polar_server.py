@@ -48,6 +48,8 @@ class FakePolar:
     """Price in cents of each product id (a checkout of another product costs 4900)."""
     paid: dict[str, str] = field(default_factory=dict)
     """Checkout id -> the Polar order id its Pay click created."""
+    webhook_seconds: list[float] = field(default_factory=list)
+    """How long each `order.paid` delivery took, until the service's answer."""
 
     def reset(self) -> None:
         self.mode = "ok"
@@ -203,7 +205,9 @@ def _handler(fake: FakePolar) -> type[BaseHTTPRequestHandler]:
                 )
                 if fake.webhook_url:
                     body, headers = delivery("order.paid", data, secret=fake.webhook_secret)
+                    started = time.perf_counter()
                     httpx.post(fake.webhook_url, content=body, headers=headers, timeout=10)
+                    fake.webhook_seconds.append(time.perf_counter() - started)
             self.send_response(303)
             self.send_header("Location", self.path.removesuffix("/pay"))
             self.send_header("Content-Length", "0")

@@ -15,7 +15,9 @@ export const env = {
   api: required("CREDITS_API_URL"),
   admin: required("CREDITS_ADMIN_TOKEN"),
   ui: required("PLUGIN_UI_URL"),
-  control: required("CONTROL_URL"),
+  get control() {
+    return required("CONTROL_URL");
+  },
   chromium: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
 };
 

@@ -44,6 +44,14 @@ function parseUrls(text: string): { urls: string[]; invalid: number[] } {
   return { urls, invalid };
 }
 
+function fileName(url: string): string {
+  try {
+    return decodeURIComponent(new URL(url).pathname.split("/").pop() || url);
+  } catch {
+    return url;
+  }
+}
+
 export function BulkAltText({ site, onBuy }: { site: SiteRef; onBuy: () => void }) {
   const { client, balance } = useCredits();
   const inputId = useId();
@@ -199,7 +207,9 @@ export function BulkAltText({ site, onBuy }: { site: SiteRef; onBuy: () => void 
           <ol className="results" data-testid="bulk-results">
             {run.batch.items.map((item) => (
               <li key={item.index} data-status={item.status}>
-                <span className="results__url">{run.urls[item.index]}</span>
+                <span className="results__url" title={run.urls[item.index]}>
+                  {fileName(run.urls[item.index] ?? "")}
+                </span>
                 <span className="results__text">
                   {item.status === "succeeded"
                     ? item.output?.text
