@@ -7,6 +7,7 @@ import contextlib
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -127,6 +128,21 @@ def new_account_key(service_url: str, email: str) -> str:
     )
     assert created.status_code == 201, created.text
     return str(created.json()["api_key"]["key"])
+
+
+def node_test_summary(output: str) -> dict[str, int]:
+    """The closing counts of `node --test` (`# tests 11`, `# pass 11`, ...)."""
+    counts = dict(
+        re.findall(r"^# (tests|suites|pass|fail|cancelled|skipped|todo) (\d+)$", output, re.M)
+    )
+    return {name: int(value) for name, value in counts.items()}
+
+
+def assert_all_passed(output: str, at_least: int) -> None:
+    summary = node_test_summary(output)
+    assert summary.get("tests", 0) >= at_least, summary
+    assert summary["pass"] == summary["tests"], summary
+    assert summary["fail"] == summary["cancelled"] == summary["skipped"] == summary["todo"] == 0
 
 
 def npm(package: str, *args: str, timeout: int = 600, env: dict[str, str] | None = None):

@@ -5,6 +5,7 @@ import { after, before, test } from "node:test";
 import {
   adjust,
   balanceOf,
+  connectSite,
   control,
   expectBadge,
   launch,
@@ -97,5 +98,29 @@ test("Polar failing: payment_provider_error is shown as a sentence, no code", as
   } finally {
     await control("polar-mode", "ok");
   }
+  await page.context().close();
+});
+
+test("a lapsed subscription: packages unavailable with the reason, the bulk run refused in a sentence", async () => {
+  const account = await newAccount();
+  const site = await connectSite(account); // 500 starter credits
+  await control("lapse", account.id);
+  const page = await openPlugin(browser, account.key, { project: site.projectId });
+  await expectBadge(page, "500 Credits"); // the balance is kept, frozen
+  await page.getByTestId("buy-credits").click();
+  for (const id of ["first_time", "refill", "small"]) {
+    const offer = page.getByTestId(`package-${id}`);
+    await offer.waitFor();
+    assert.equal(await offer.isDisabled(), true);
+    assert.match(await offer.textContent(), /Needs an active RankFrame subscription/);
+  }
+  await page.getByRole("button", { name: "Close" }).click();
+  await page.getByTestId("bulk-input").fill("https://cdn.example.com/one.jpg");
+  await page.getByTestId("bulk-start").click();
+  const error = page.getByTestId("bulk-error");
+  await error.waitFor();
+  assert.match(await error.textContent(), /subscription is not active/);
+  assert.doesNotMatch(await error.textContent(), /subscription_inactive/);
+  assert.equal((await balanceOf(account)).available, 500);
   await page.context().close();
 });
