@@ -1,27 +1,23 @@
 /** The credits badge in a real browser: the service's `display` at 0, 1 and 60,498, live;
  * the refresh icon; the service going away and coming back; no API key. */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
   adjust,
   badgeText,
   control,
   env,
   expectBadge,
-  launch,
   newAccount,
   openPlugin,
+  useBrowser,
 } from "./harness.mjs";
 
-let browser;
-before(async () => {
-  browser = await launch();
-});
-after(() => browser?.close());
+const browser = useBrowser();
 
 test("the badge shows the service's display at 0, 1 and 60,498 credits, live", async () => {
   const account = await newAccount();
-  const page = await openPlugin(browser, account.key);
+  const page = await openPlugin(browser(), account.key);
   await expectBadge(page, "0 Credits");
   await adjust(account, 1);
   await expectBadge(page, "1 Credit"); // through the balance stream, no reload
@@ -46,7 +42,7 @@ test("the badge shows the service's display at 0, 1 and 60,498 credits, live", a
 test("the refresh icon refetches GET /v1/balance and shows its display", async () => {
   const account = await newAccount();
   await adjust(account, 41);
-  const page = await openPlugin(browser, account.key);
+  const page = await openPlugin(browser(), account.key);
   await expectBadge(page, "41 Credits");
   const refresh = page.getByRole("button", { name: "Refresh credit balance" });
   assert.equal(await refresh.getAttribute("data-testid"), "credits-refresh");
@@ -64,7 +60,7 @@ test("the refresh icon refetches GET /v1/balance and shows its display", async (
 test("the service going away: the badge shows its error state, then recovers by itself", async () => {
   const account = await newAccount();
   await adjust(account, 7);
-  const page = await openPlugin(browser, account.key);
+  const page = await openPlugin(browser(), account.key);
   await expectBadge(page, "7 Credits");
   await control("stop");
   try {
@@ -87,7 +83,7 @@ test("the service going away: the badge shows its error state, then recovers by 
 });
 
 test("without a key: the no-API-key state (sign-in is not offered by this service)", async () => {
-  const page = await openPlugin(browser, null);
+  const page = await openPlugin(browser(), null);
   await page.getByTestId("no-api-key").waitFor();
   assert.match(await page.getByTestId("no-api-key").textContent(), /No API key/);
   assert.equal(await page.getByTestId("credits-badge").count(), 0);
@@ -98,7 +94,7 @@ test("fits the plugin's 260 and 400 px widths without sideways scrolling", async
   const account = await newAccount();
   await adjust(account, 60_498);
   for (const width of [260, 400]) {
-    const page = await openPlugin(browser, account.key, { width });
+    const page = await openPlugin(browser(), account.key, { width });
     await expectBadge(page, "60,498 Credits");
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `${width} px: ${overflow} px too wide`);
@@ -108,4 +104,22 @@ test("fits the plugin's 260 and 400 px widths without sideways scrolling", async
     assert.ok(buttons.every((name) => name.length > 0), "every button has a label");
     await page.context().close();
   }
+});
+
+test("the planning-guide estimator: GET /v1/estimate's total and recommended package", async () => {
+  const account = await newAccount();
+  const page = await openPlugin(browser(), account.key);
+  await expectBadge(page, "0 Credits");
+  await page.getByTestId("estimate-pages").fill("50");
+  await page.getByTestId("estimate-images").fill("200");
+  const answered = page.waitForResponse((r) => new URL(r.url()).pathname === "/v1/estimate");
+  await page.getByTestId("estimate-submit").click();
+  const response = await answered;
+  assert.equal(new URL(response.url()).searchParams.get("images"), "200");
+  const result = page.getByTestId("estimate-result");
+  await result.waitFor();
+  assert.equal(await page.getByTestId("estimate-total").textContent(), "About 300 credits");
+  assert.match(await result.textContent(), /50 titles, 50 descriptions, 200 alt texts/);
+  assert.match(await result.textContent(), /Recommended: First-time offer/);
+  await page.context().close();
 });

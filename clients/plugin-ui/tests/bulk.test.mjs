@@ -1,23 +1,19 @@
 /** Bulk alt text in a real browser: the cost against the balance before starting, the 402
  * explained, a run with its progress bar and results, and a cancel. */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
   adjust,
   balanceOf,
   connectSite,
   expectBadge,
-  launch,
   ledgerOf,
   newAccount,
   openPlugin,
+  useBrowser,
 } from "./harness.mjs";
 
-let browser;
-before(async () => {
-  browser = await launch();
-});
-after(() => browser?.close());
+const browser = useBrowser();
 
 const urls = (n, latency) =>
   Array.from({ length: n }, (_, i) => `https://cdn.example.com/fake-latency-${latency}/photo-${i}.jpg`).join("\n");
@@ -26,7 +22,7 @@ test("the cost against what is available, and a 402 explained with what is missi
   const account = await newAccount();
   const site = await connectSite(account); // 500 starter credits
   await adjust(account, -498);
-  const page = await openPlugin(browser, account.key, { project: site.projectId });
+  const page = await openPlugin(browser(), account.key, { project: site.projectId });
   await expectBadge(page, "2 Credits");
   await page.getByTestId("bulk-input").fill(urls(3, 0));
   assert.equal(await page.getByTestId("bulk-cost").textContent(), "3 credits for 3 images · 2 credits available");
@@ -46,7 +42,7 @@ test("the cost against what is available, and a 402 explained with what is missi
 test("a run: progress bar to the end, the results, one credit per image", async () => {
   const account = await newAccount();
   const site = await connectSite(account);
-  const page = await openPlugin(browser, account.key, { project: site.projectId });
+  const page = await openPlugin(browser(), account.key, { project: site.projectId });
   await expectBadge(page, "500 Credits");
   await page.getByTestId("bulk-input").fill(urls(5, 0.3));
   await page.getByTestId("bulk-start").click();
@@ -73,7 +69,7 @@ test("a run: progress bar to the end, the results, one credit per image", async 
 test("cancel: items not yet generated are released, only finished ones are charged", async () => {
   const account = await newAccount();
   const site = await connectSite(account);
-  const page = await openPlugin(browser, account.key, { project: site.projectId });
+  const page = await openPlugin(browser(), account.key, { project: site.projectId });
   await expectBadge(page, "500 Credits");
   await page.getByTestId("bulk-input").fill(urls(16, 0.5));
   await page.getByTestId("bulk-start").click();

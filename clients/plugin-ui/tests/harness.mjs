@@ -9,6 +9,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before } from "node:test";
 import { chromium } from "playwright-core";
 
 export const env = {
@@ -42,6 +43,16 @@ export async function launch() {
       "--disable-dev-shm-usage",
     ],
   });
+}
+
+/** One Chromium for a test file: launched before its tests, closed after them. */
+export function useBrowser() {
+  const holder = { browser: undefined };
+  before(async () => {
+    holder.browser = await launch();
+  });
+  after(() => holder.browser?.close());
+  return () => holder.browser;
 }
 
 /** A page of the plugin UI for `key`, at the plugin's width. */

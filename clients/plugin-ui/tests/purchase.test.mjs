@@ -1,29 +1,25 @@
 /** Buying credits as a person does: Buy Credits, the top-up modal, the Polar checkout in a
  * window of its own, Pay, and the badge adding the credits from the balance stream. */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
   adjust,
   balanceOf,
   connectSite,
   control,
   expectBadge,
-  launch,
   ledgerOf,
   newAccount,
   openPlugin,
+  useBrowser,
 } from "./harness.mjs";
 
-let browser;
-before(async () => {
-  browser = await launch();
-});
-after(() => browser?.close());
+const browser = useBrowser();
 
 test("the first-time offer through the popup: +30,000 on the badge, then the offer is unavailable", async () => {
   const account = await newAccount();
   await adjust(account, 498);
-  const page = await openPlugin(browser, account.key);
+  const page = await openPlugin(browser(), account.key);
   await expectBadge(page, "498 Credits");
 
   await page.getByRole("button", { name: "Buy Credits" }).click();
@@ -66,7 +62,7 @@ test("the first-time offer through the popup: +30,000 on the badge, then the off
 
 test("a checkout window closed before paying is said in a sentence; nothing is granted", async () => {
   const account = await newAccount();
-  const page = await openPlugin(browser, account.key);
+  const page = await openPlugin(browser(), account.key);
   await expectBadge(page, "0 Credits");
   await page.getByTestId("buy-credits").click();
   await page.getByTestId("package-small").waitFor();
@@ -82,7 +78,7 @@ test("a checkout window closed before paying is said in a sentence; nothing is g
 
 test("Polar failing: payment_provider_error is shown as a sentence, no code", async () => {
   const account = await newAccount();
-  const page = await openPlugin(browser, account.key);
+  const page = await openPlugin(browser(), account.key);
   await expectBadge(page, "0 Credits");
   await control("polar-mode", "error");
   try {
@@ -105,7 +101,7 @@ test("a lapsed subscription: packages unavailable with the reason, the bulk run 
   const account = await newAccount();
   const site = await connectSite(account); // 500 starter credits
   await control("lapse", account.id);
-  const page = await openPlugin(browser, account.key, { project: site.projectId });
+  const page = await openPlugin(browser(), account.key, { project: site.projectId });
   await expectBadge(page, "500 Credits"); // the balance is kept, frozen
   await page.getByTestId("buy-credits").click();
   for (const id of ["first_time", "refill", "small"]) {

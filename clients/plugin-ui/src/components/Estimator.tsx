@@ -10,6 +10,28 @@ const PACKAGE_NAMES: Record<string, string> = {
   small: "Smaller tier (1,000 credits for $10)",
 };
 
+function CountField(props: {
+  label: string;
+  testId: string;
+  value: string;
+  onChange: (value: string) => void;
+}) {
+  return (
+    <label>
+      {props.label}
+      <input
+        type="number"
+        min={0}
+        max={1000000}
+        inputMode="numeric"
+        data-testid={props.testId}
+        value={props.value}
+        onChange={(e) => props.onChange(e.target.value)}
+      />
+    </label>
+  );
+}
+
 export function Estimator() {
   const { client } = useCredits();
   const id = useId();
@@ -39,30 +61,8 @@ export function Estimator() {
     <section className="panel" aria-labelledby={`${id}-title`}>
       <h2 id={`${id}-title`}>Plan your credits</h2>
       <form className="estimator" onSubmit={(e) => void submit(e)}>
-        <label>
-          Pages
-          <input
-            type="number"
-            min={0}
-            max={1000000}
-            inputMode="numeric"
-            data-testid="estimate-pages"
-            value={pages}
-            onChange={(e) => setPages(e.target.value)}
-          />
-        </label>
-        <label>
-          Images
-          <input
-            type="number"
-            min={0}
-            max={1000000}
-            inputMode="numeric"
-            data-testid="estimate-images"
-            value={images}
-            onChange={(e) => setImages(e.target.value)}
-          />
-        </label>
+        <CountField label="Pages" testId="estimate-pages" value={pages} onChange={setPages} />
+        <CountField label="Images" testId="estimate-images" value={images} onChange={setImages} />
         <label className="checkbox">
           <input type="checkbox" checked={schema} onChange={(e) => setSchema(e.target.checked)} />
           Schema per page
