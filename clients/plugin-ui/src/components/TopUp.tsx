@@ -13,6 +13,7 @@ import {
 } from "@rankframe/credits-client";
 import { useCallback, useEffect, useId, useRef, useState } from "react";
 import { useCredits } from "../credits";
+import { insideFramer } from "../framer";
 import { formatCredits, formatPrice, sentence } from "../messages";
 
 export interface Purchase {
@@ -73,8 +74,11 @@ export function TopUpModal({
     if (attemptKey.current?.packageId !== pkg.id) {
       attemptKey.current = { packageId: pkg.id, key: crypto.randomUUID() };
     }
-    // Open the window inside the click (pop-up blockers), then point it at the checkout.
-    const popup = window.open("", "rankframe-checkout", "popup,width=480,height=720");
+    // In a browser, open the window inside the click (pop-up blockers), then point it at the
+    // checkout. Framer's desktop app opens windows in the system browser: only the real URL.
+    const popup = insideFramer()
+      ? null
+      : window.open("", "rankframe-checkout", "popup,width=480,height=720");
     setStep({ kind: "creating", packageId: pkg.id });
     try {
       const intent = await createPurchaseIntent(client, pkg.id, {
