@@ -40,8 +40,9 @@ class LiveService:
     def url(self) -> str:
         return self.server.url
 
-    def stop(self) -> None:
-        stop_server(self.server)
+    def crash(self) -> None:
+        """The service goes away at once (`kill -9`): streams drop, connections are refused."""
+        self.server.kill_hard()
 
     def restart(self) -> None:
         """Start the service again on the same port (after `stop`)."""

@@ -60,7 +60,7 @@ def control_server(service: LiveService) -> Iterator[str]:
             url = urllib.parse.urlsplit(self.path)
             value = urllib.parse.parse_qs(url.query).get("value", [""])[0]
             if url.path == "/stop":
-                service.stop()
+                service.crash()
             elif url.path == "/start":
                 service.restart()
             elif url.path == "/polar-mode" and value in ("ok", "error", "timeout"):
