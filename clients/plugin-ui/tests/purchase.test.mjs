@@ -33,10 +33,17 @@ test("the first-time offer through the popup: +30,000 on the badge, then the off
   assert.match(await page.getByTestId("package-refill").textContent(), /30,000 credits.*\$100.*\$0\.0033 per credit/);
   assert.match(await page.getByTestId("package-small").textContent(), /1,000 credits.*\$10.*\$0\.0100 per credit/);
 
-  const [checkout] = await Promise.all([page.waitForEvent("popup"), offer.click()]);
+  const [checkout, intentRequest] = await Promise.all([
+    page.waitForEvent("popup"),
+    page.waitForRequest((r) => new URL(r.url()).pathname === "/v1/purchase-intents" && r.method() === "POST"),
+    offer.click(),
+  ]);
+  assert.match(intentRequest.headers()["idempotency-key"] ?? "", /^[0-9a-f-]{36}$/);
+  assert.deepEqual(intentRequest.postDataJSON(), { package_id: "first_time" });
   await page.getByTestId("checkout-waiting").waitFor();
   await checkout.getByTestId("polar-pay").waitFor();
   assert.equal(await checkout.getByTestId("polar-amount").textContent(), "$49.00");
+  assert.match(await page.getByTestId("checkout-waiting").textContent(), /Waiting for your payment of \$49/);
   await checkout.getByTestId("polar-pay").click();
   await checkout.getByTestId("polar-paid").waitFor();
 
