@@ -5,9 +5,9 @@ screenshots.
     .venv/bin/python -m bench.plugin_ui                     # figures
     .venv/bin/python -m bench.plugin_ui --screenshots docs/screenshots
 
-Starts the service (uvicorn, one process) on a fresh PostgreSQL database, the stand-in Polar
-and Claude, builds and serves clients/plugin-ui/dist, and drives it with playwright-core
-(`scripts/setup-clients.sh` first). The same-run baseline is the webhook leg alone: the
+Starts the service (two uvicorn processes: the plugin talks to one, Polar's webhooks reach the
+other) on a fresh PostgreSQL database, the stand-in Polar and Claude, builds and serves
+clients/plugin-ui/dist, and drives it with playwright-core (`scripts/setup-clients.sh` first). The same-run baseline is the webhook leg alone: the
 stand-in Polar's `order.paid` POST until the service answered; the rest of each sample is the
 balance stream and the browser.
 """
@@ -59,7 +59,10 @@ async def main() -> None:
         from tests.conftest import run_alembic
 
         await run_alembic(url, ("upgrade", "head"))
-        with running_live_service(url) as service, static_site(UI / "dist") as ui_url:
+        with (
+            running_live_service(url, webhook_instance=True) as service,
+            static_site(UI / "dist") as ui_url,
+        ):
             env = {
                 **service.node_env(),
                 "PLUGIN_UI_URL": ui_url,

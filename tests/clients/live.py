@@ -45,7 +45,7 @@ class LiveService:
         self.server.kill_hard()
 
     def restart(self) -> None:
-        """Start the service again on the same port (after `stop`)."""
+        """Start the service again on the same port (after `crash`)."""
         self.server = start_server(self.database_url, self.server.port, **self.env)
 
     def node_env(self) -> dict[str, str]:
@@ -83,7 +83,12 @@ def service_env(polar: FakePolar, anthropic: FakeAnthropic, **overrides: str) ->
 
 
 @contextlib.contextmanager
-def running_live_service(database_url: str, **overrides: str) -> Iterator[LiveService]:
+def running_live_service(
+    database_url: str, *, webhook_instance: bool = False, **overrides: str
+) -> Iterator[LiveService]:
+    """The service; with `webhook_instance`, Polar's webhooks go to a second instance on the
+    same database, so what the plugin sees of a purchase crossed instances (as behind a
+    load balancer)."""
     anthropic = FakeAnthropic().start()
     try:
         with running_fake_polar() as polar:
@@ -91,11 +96,14 @@ def running_live_service(database_url: str, **overrides: str) -> Iterator[LiveSe
             env = service_env(polar, anthropic, **overrides)
             server = start_server(database_url, **env)
             service = LiveService(server, polar, anthropic, database_url, env)
-            polar.webhook_url = f"{server.url}/v1/webhooks/polar"
+            other = start_server(database_url, **env) if webhook_instance else None
+            polar.webhook_url = f"{(other or server).url}/v1/webhooks/polar"
             try:
                 yield service
             finally:
                 stop_server(service.server)
+                if other is not None:
+                    stop_server(other)
     finally:
         anthropic.stop()
 

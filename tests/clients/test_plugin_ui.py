@@ -83,7 +83,7 @@ def test_plugin_ui_in_chromium(postgres_database):
     build = npm("plugin-ui", "run", "build")
     assert build.returncode == 0, build.stdout + build.stderr
     with (
-        running_live_service(postgres_database.url) as service,
+        running_live_service(postgres_database.url, webhook_instance=True) as service,
         static_site(UI / "dist") as ui_url,
         control_server(service) as control_url,
     ):
