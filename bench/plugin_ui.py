@@ -7,9 +7,10 @@ screenshots.
 
 Starts the service (two uvicorn processes: the plugin talks to one, Polar's webhooks reach the
 other) on a fresh PostgreSQL database, the stand-in Polar and Claude, builds and serves
-clients/plugin-ui/dist, and drives it with playwright-core (`scripts/setup-clients.sh` first). The same-run baseline is the webhook leg alone: the
-stand-in Polar's `order.paid` POST until the service answered; the rest of each sample is the
-balance stream and the browser.
+clients/plugin-ui/dist, and drives it with playwright-core (`scripts/setup-clients.sh`
+first). The same-run baseline is the webhook leg alone: the stand-in Polar's `order.paid`
+POST until the service answered; the rest of each sample is the balance stream and the
+browser.
 """
 
 import argparse
