@@ -17,7 +17,7 @@ const POLL_MS = 2500;
 type Phase =
   | { kind: "checking" }
   | { kind: "unavailable" }
-  | { kind: "ready" }
+  | { kind: "ready"; session: PluginSession }
   | { kind: "waiting"; session: PluginSession }
   | { kind: "error"; message: string };
 
@@ -25,11 +25,11 @@ export function SignIn({ apiUrl, onKey }: { apiUrl: string; onKey: (key: string)
   const [phase, setPhase] = useState<Phase>({ kind: "checking" });
 
   // Is sign-in offered here? `POST /v1/plugin-sessions` answers 404 (not this version) or
-  // 503 (not configured) where it is not.
+  // 503 (not configured) where it is not; where it is, that session is the one used.
   useEffect(() => {
     let current = true;
     createPluginSession(apiUrl).then(
-      () => current && setPhase({ kind: "ready" }),
+      (session) => current && setPhase({ kind: "ready", session }),
       (e: unknown) => {
         if (!current) return;
         if (e instanceof CreditsApiError && (e.status === 404 || e.status === 405 || e.status === 503))
@@ -44,7 +44,9 @@ export function SignIn({ apiUrl, onKey }: { apiUrl: string; onKey: (key: string)
 
   const begin = async () => {
     try {
-      const session = await createPluginSession(apiUrl);
+      const fresh =
+        phase.kind === "ready" && Date.parse(phase.session.expires_at) - Date.now() > 60_000;
+      const session = fresh ? phase.session : await createPluginSession(apiUrl);
       window.open(session.authorize_url, "rankframe-sign-in", "popup,width=480,height=720");
       setPhase({ kind: "waiting", session });
     } catch (e) {
