@@ -188,8 +188,8 @@ describe("followBatch", () => {
       const client = createCreditsClient(proxy.url, account.key);
       const direct = createCreditsClient(API_URL, account.key); // calls the proxy does not cut
       const site = await connectSite(direct, { framer_project_id: randomUUID(), name: "Cut" });
-      const slow = Array.from({ length: 12 }, (_, n) => ({
-        image_url: `https://cdn.example.com/fake-latency-0.4/${n}.jpg`,
+      const slow = Array.from({ length: 30 }, (_, n) => ({
+        image_url: `https://cdn.example.com/fake-latency-0.6/${n}.jpg`,
       }));
       const batch = await createBatch(direct, { kind: "alt_text", site_id: site.id, items: slow });
       const finishedItems = new Set<number>();
@@ -213,7 +213,7 @@ describe("followBatch", () => {
       assert.ok(proxy.lastEventIds(`/v1/generation-batches/${batch.id}/events`).length >= 2);
       assert.equal(done?.status, "canceled");
       const final = await getBatch(direct, batch.id);
-      assert.equal(final.succeeded + final.failed + final.canceled, 12);
+      assert.equal(final.succeeded + final.failed + final.canceled, 30);
       assert.ok(final.canceled >= 1, `items not yet generated were canceled: ${JSON.stringify(final)}`);
       const balance = await getBalance(direct);
       assert.equal(balance.available, 500 - final.succeeded, "only succeeded items are charged");
