@@ -1,13 +1,62 @@
 """Typed settings, read once from the environment (and an optional `.env` file)."""
 
+import json
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./rankframe.db"
 MIN_PRODUCTION_ADMIN_TOKEN_LENGTH = 32
+
+ModelPrices = dict[str, tuple[Decimal, Decimal]]
+"""Per model: (input, output) in USD per million tokens, i.e. micro-dollars per token."""
+
+
+def parse_model_prices(raw: Any) -> ModelPrices:
+    """`MODEL_PRICES`: `{"<model>": {"input": 0.1, "output": 0.5}, ...}` in USD per million
+    tokens. Anything else is refused with a message naming what is wrong."""
+    if isinstance(raw, str):
+        if not raw.strip():
+            return {}
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"MODEL_PRICES is not valid JSON ({exc.msg} at character {exc.pos}); expected "
+                '{"<model>": {"input": <USD per million tokens>, "output": <USD per million '
+                "tokens>}}"
+            ) from None
+    if not isinstance(raw, dict):
+        raise ValueError(
+            'MODEL_PRICES must be a JSON object: {"<model>": {"input": ..., "output": ...}}'
+        )
+    prices: ModelPrices = {}
+    for model, price in raw.items():
+        if isinstance(price, tuple) and len(price) == 2:
+            price = {"input": price[0], "output": price[1]}
+        if not isinstance(price, dict) or set(price) != {"input", "output"}:
+            raise ValueError(
+                f"MODEL_PRICES[{model!r}] must be an object with exactly `input` and `output`"
+            )
+        values = []
+        for direction in ("input", "output"):
+            value = price[direction]
+            if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+                raise ValueError(f"MODEL_PRICES[{model!r}].{direction} must be a number")
+            try:
+                amount = Decimal(str(value))
+            except InvalidOperation:
+                raise ValueError(f"MODEL_PRICES[{model!r}].{direction} must be a number") from None
+            if not amount.is_finite() or amount < 0:
+                raise ValueError(
+                    f"MODEL_PRICES[{model!r}].{direction} must be a non-negative number"
+                )
+            values.append(amount)
+        prices[str(model)] = (values[0], values[1])
+    return prices
 
 
 class Settings(BaseSettings):
@@ -18,7 +67,7 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
-    anthropic_model: str = "claude-haiku-4-5"
+    anthropic_model: str = "claude-haiku-5-5"
     polar_access_token: SecretStr | None = None
     polar_server_url: str = "https://api.polar.sh"
     polar_webhook_secret: SecretStr | None = None
@@ -28,6 +77,8 @@ class Settings(BaseSettings):
     starter_credits: int = Field(default=500, ge=0)
     trial_days: int = Field(default=7, ge=0)
     framer_plugin_id: str | None = None
+    model_prices: Annotated[ModelPrices, NoDecode] = Field(default_factory=dict)
+    """Overrides of the built-in price table (`app.generation.pricing`), merged over it."""
 
     # --- operational tuning, documented in the README ---
     environment: Literal["development", "production"] = "development"
@@ -79,6 +130,30 @@ class Settings(BaseSettings):
     batch_events_interval_seconds: float = Field(default=0.5, gt=0)
     """How often a batch's event stream checks for progress."""
     sse_ping_interval_seconds: float = Field(default=15.0, gt=0)
+
+    # --- model cost (README, "Model cost") ---
+    anthropic_effort: Literal["low", "medium", "high"] = "low"
+    """`output_config.effort` for models with adaptive thinking (Claude Haiku 5.5): our
+    outputs are one short line or one small JSON object; thinking is turned off for them."""
+    framer_image_variant_px: int = Field(default=512, ge=0)
+    """Images on `framerusercontent.com` are sent as this variant (`scale-down-to`); 0 sends
+    the original."""
+    input_budget_meta_title_tokens: int = Field(default=1000, ge=50)
+    """Page content beyond this many (estimated) tokens is cut at a paragraph or sentence."""
+    input_budget_meta_description_tokens: int = Field(default=1200, ge=50)
+    input_budget_schema_tokens: int = Field(default=1000, ge=50)
+    input_budget_alt_text_tokens: int = Field(default=300, ge=20)
+    """For alt text the budget applies to the `context`."""
+    economy_poll_interval_seconds: float = Field(default=30.0, gt=0)
+    """How often economy batches are submitted to and polled at the Message Batches API (the
+    holds of their items are kept alive every `BATCH_HEARTBEAT_INTERVAL_SECONDS`)."""
+    economy_max_requests_per_batch: int = Field(default=10_000, ge=1, le=100_000)
+    """Requests in one Anthropic message batch (ours are split beyond it)."""
+
+    @field_validator("model_prices", mode="before")
+    @classmethod
+    def _parse_model_prices(cls, value: Any) -> ModelPrices:
+        return parse_model_prices(value)
 
     @model_validator(mode="after")
     def _refuse_weak_admin_token_in_production(self) -> "Settings":

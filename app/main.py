@@ -15,14 +15,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.accounts.router import router as accounts_router
 from app.config import Settings, get_settings
+from app.costs.router import router as costs_router
 from app.credits.events import balance_events
 from app.credits.fast_lane import BalanceFastLane, is_badge_request
 from app.credits.router import router as credits_router
 from app.credits.sweeper import sweep_forever
 from app.db import create_engine, create_sessionmaker, create_statement_runner
 from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_handlers
+from app.generation.economy import EconomyBatches
 from app.generation.router import router as generation_router
-from app.generation.worker import start_generation
+from app.generation.worker import instance_name, start_generation
 from app.health import router as health_router
 from app.limits import BodySizeLimitMiddleware, TokenBucketLimiter
 from app.observability import RequestContextMiddleware, configure_logging
@@ -62,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         generation = start_generation(settings, app.state.sessionmaker, app.state.statements)
         app.state.generation = generation.runtime
+        app.state.economy = EconomyBatches(generation.runtime, instance_name())
+        app.state.economy.start()
         try:
             async with (
                 balance_events(settings) as app.state.balance_broadcaster,
@@ -69,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ):
                 yield
         finally:
+            await app.state.economy.stop()
             await generation.stop()
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -112,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(credits_router)
     app.include_router(payments_router)
     app.include_router(generation_router)
+    app.include_router(costs_router)
     _register_problem_schemas(app)
     return app
 

@@ -41,6 +41,16 @@ PROVIDER_SECONDS = Histogram(
 PROVIDER_ERRORS = Counter(
     "rankframe_provider_errors_total", "Model provider errors by class", ["provider", "error"]
 )
+PROVIDER_TOKENS = Counter(
+    "rankframe_provider_tokens_total",
+    "Model tokens billed, by kind, model and direction (input, output)",
+    ["kind", "model", "direction"],
+)
+PROVIDER_COST = Counter(
+    "rankframe_provider_cost_usd_micros_total",
+    "Model cost in micro-dollars (from the price table), by kind, model and priority",
+    ["kind", "model", "priority"],
+)
 WEBHOOKS = Counter(
     "rankframe_webhook_deliveries_total",
     "Polar webhook deliveries by type and outcome",
@@ -68,6 +78,19 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
 def count_credits(movement: str, type_: str, amount: int) -> None:
     if amount:
         CREDITS.labels(movement, type_).inc(amount)
+
+
+def count_provider_usage(
+    kind: str, model: str | None, priority: str, input_tokens: int, output_tokens: int, cost: Any
+) -> None:
+    """Tokens of one model call (or batch result) and their cost (`Decimal` micro-dollars,
+    None for a model without a price)."""
+    if model is None or (not input_tokens and not output_tokens):
+        return
+    PROVIDER_TOKENS.labels(kind, model, "input").inc(input_tokens)
+    PROVIDER_TOKENS.labels(kind, model, "output").inc(output_tokens)
+    if cost is not None:
+        PROVIDER_COST.labels(kind, model, priority).inc(float(cost))
 
 
 def exposition(extra: str = "") -> tuple[bytes, str]:

@@ -3,7 +3,12 @@
 from app.accounts.models import Account, ApiKey, Site
 from app.credits.models import CreditBalance, CreditHold, LedgerEntry
 from app.db import Base
-from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
+from app.generation.models import (
+    Generation,
+    GenerationBatch,
+    GenerationBatchItem,
+    ProviderBatch,
+)
 from app.idempotency import IdempotencyRecord
 from app.payments.models import PurchaseIntent, WebhookEvent
 
@@ -18,6 +23,7 @@ __all__ = [
     "GenerationBatchItem",
     "IdempotencyRecord",
     "LedgerEntry",
+    "ProviderBatch",
     "PurchaseIntent",
     "Site",
     "WebhookEvent",

@@ -23,6 +23,8 @@ GENERATION_KINDS = ("meta_title", "meta_description", "alt_text", "schema")
 GENERATION_STATUSES = ("running", "succeeded", "failed")
 BATCH_STATUSES = ("queued", "running", "completed", "canceled")
 ITEM_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+PRIORITIES = ("standard", "economy")
+PRIORITY_KNOWN = "priority IN ('standard', 'economy')"
 
 
 class Generation(Base):
@@ -36,6 +38,7 @@ class Generation(Base):
         ),
         CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status_known"),
         CheckConstraint("credits_charged IN (0, 1)", name="credits_charged_zero_or_one"),
+        CheckConstraint(PRIORITY_KNOWN, name="priority_known"),
         Index(
             "ix_generation_running_expires_at",
             "expires_at",
@@ -67,6 +70,8 @@ class Generation(Base):
     output_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
     latency_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     """Wall time of the provider call(s), in milliseconds."""
+    priority: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
+    """`standard` (the Messages API) or `economy` (the Message Batches API, half price)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
@@ -83,6 +88,7 @@ class GenerationBatch(Base):
             "status IN ('queued', 'running', 'completed', 'canceled')", name="status_known"
         ),
         CheckConstraint("total > 0", name="total_positive"),
+        CheckConstraint(PRIORITY_KNOWN, name="priority_known"),
         Index(
             "ix_generation_batch_active",
             "created_at",
@@ -98,6 +104,8 @@ class GenerationBatch(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     total: Mapped[int] = mapped_column(Integer)
     """Number of items (one credit reserved for each)."""
+    priority: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
+    """`standard`: the batch workers; `economy`: Anthropic's Message Batches API."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -114,6 +122,7 @@ class GenerationBatchItem(Base):
             name="status_known",
         ),
         CheckConstraint("credits_charged IN (0, 1)", name="credits_charged_zero_or_one"),
+        CheckConstraint(PRIORITY_KNOWN, name="priority_known"),
         # The workers' queue: items waiting, and items whose worker stopped renewing its lease.
         Index(
             "ix_generation_batch_item_pending",
@@ -147,4 +156,40 @@ class GenerationBatchItem(Base):
     input_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
     output_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
     latency_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    priority: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
+    """The batch's priority (an economy item retried as a standard call stays `economy`)."""
+    provider_batch_id: Mapped[str | None] = mapped_column(String(100), index=True, default=None)
+    """Economy: the Anthropic message batch it was sent in (`custom_id` `item-<id>`)."""
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class ProviderBatch(Base):
+    """One Anthropic message batch of an economy batch. Its id is stored as soon as Anthropic
+    accepted it, so any instance polls it and settles its results."""
+
+    __tablename__ = "provider_batch"
+    __table_args__ = (
+        CheckConstraint("status IN ('submitted', 'settled')", name="status_known"),
+        Index(
+            "ix_provider_batch_submitted",
+            "next_poll_at",
+            postgresql_where=text("status = 'submitted'"),
+            sqlite_where=text("status = 'submitted'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    """Anthropic's message batch id (`msgbatch_...`)."""
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("generation_batch.id"), index=True)
+    model: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="submitted")
+    """`submitted` (at Anthropic, polled) or `settled` (every result recorded)."""
+    request_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_poll_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """Not polled again before then: the instance polling it now holds it until then."""
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    """Our batch was canceled: Anthropic's cancel is called until it answered."""
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    """When Anthropic accepted the cancel."""
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

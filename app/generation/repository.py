@@ -134,6 +134,8 @@ async def claim_items(
         select(GenerationBatchItem, GenerationBatch)
         .join(GenerationBatch, GenerationBatch.id == GenerationBatchItem.batch_id)
         .where(
+            # Economy items go to the Message Batches API (`app.generation.economy`).
+            GenerationBatch.priority == "standard",
             or_(
                 and_(
                     GenerationBatchItem.status == "queued",
@@ -146,7 +148,7 @@ async def claim_items(
                     GenerationBatchItem.status == "running",
                     GenerationBatchItem.claimed_until <= now,
                 ),
-            )
+            ),
         )
         .order_by(
             GenerationBatch.created_at, GenerationBatchItem.batch_id, GenerationBatchItem.index

@@ -19,6 +19,7 @@ from app.errors import (
     problem_responses,
 )
 from app.generation import service
+from app.generation.economy import EconomyBatches
 from app.generation.providers.base import GenerationKind
 from app.generation.schemas import (
     BatchCreate,
@@ -52,6 +53,11 @@ async def get_runtime(request: Request) -> GenerationRuntime:
 
 
 Runtime = Annotated[GenerationRuntime, Depends(get_runtime)]
+
+
+def economy_of(request: Request) -> EconomyBatches:
+    economy: EconomyBatches = request.app.state.economy
+    return economy
 
 
 def _respond(status_code: int, body: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -135,6 +141,7 @@ async def create_generation_batch(
     session: Session,
     runtime: Runtime,
     after_response: BackgroundTasks,
+    request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> BatchRead:
     """Start a batch: one credit per item is reserved now (all of them, or `402` and none);
@@ -159,11 +166,14 @@ async def create_generation_batch(
         body.site_id,
         GenerationKind(body.kind),
         [item.model_dump(mode="json", exclude_none=True) for item in body.items],
+        body.priority or "standard",
     )
     if claim is not None:
         await idempotency.complete(session, claim, 202, batch.model_dump(mode="json"))
     # Runs after the commit (which precedes the response): the local workers look at once.
     after_response.add_task(runtime.batch_created.set)
+    if body.priority == "economy":
+        after_response.add_task(economy_of(request).nudge.set)
     return batch
 
 
@@ -219,8 +229,18 @@ async def _server_sent(
     responses=problem_responses(Unauthorized, NotFound),
 )
 async def cancel_generation_batch(
-    batch_id: uuid.UUID, account: CurrentAccount, session: Session
+    batch_id: uuid.UUID,
+    account: CurrentAccount,
+    session: Session,
+    request: Request,
+    after_response: BackgroundTasks,
 ) -> BatchRead:
     """Stop the batch: the credits of items not yet generated are released now; items being
-    generated at this moment finish. Canceling a finished batch changes nothing."""
-    return await service.cancel_batch(session, account.id, batch_id)
+    generated at this moment finish. Canceling a finished batch changes nothing. Economy:
+    Anthropic's message batches are canceled and every item not already succeeded is
+    released."""
+    batch = await service.cancel_batch(session, account.id, batch_id)
+    if batch.priority == "economy":
+        # After the commit: Anthropic's cancel (the poller retries it if this one fails).
+        after_response.add_task(economy_of(request).cancel_at_provider, batch_id)
+    return batch

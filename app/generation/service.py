@@ -33,7 +33,7 @@ from app.credits.service import HoldOutcome
 from app.credits.views import balance_read, balance_snapshot
 from app.db import StatementRunner, utcnow
 from app.errors import AppError, NotFound, app_error_body
-from app.generation import repository
+from app.generation import economy_repository, pricing, repository
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
 from app.generation.providers.base import (
     FailureKind,
@@ -430,6 +430,7 @@ async def call_provider(
     Counted in the metrics: latency per provider and kind, outcome per kind, error class."""
     started = time.perf_counter()
     answer = await _call_provider(provider, settings, kind, payload)
+    count_usage(settings, kind, answer, "standard")
     provider_name = provider.model
     metrics.PROVIDER_SECONDS.labels(provider_name, kind.value).observe(
         time.perf_counter() - started
@@ -440,6 +441,22 @@ async def call_provider(
         metrics.GENERATIONS.labels(kind.value, answer.kind.value).inc()
         metrics.PROVIDER_ERRORS.labels(provider_name, answer.reason).inc()
     return answer
+
+
+def count_usage(
+    settings: Settings, kind: GenerationKind, usage: ProviderResult | ProviderError, priority: str
+) -> None:
+    """The tokens and model cost of a provider answer, in the metrics."""
+    cost = pricing.exact_cost_usd_micros(
+        pricing.price_table(settings),
+        usage.model,
+        priority,
+        usage.input_tokens,
+        usage.output_tokens,
+    )
+    metrics.count_provider_usage(
+        kind.value, usage.model, priority, usage.input_tokens, usage.output_tokens, cost
+    )
 
 
 async def _call_provider(
@@ -680,6 +697,7 @@ def batch_read(batch: GenerationBatch, counts: dict[str, int]) -> BatchRead:
         kind=batch.kind,  # type: ignore[arg-type]
         site_id=batch.site_id,
         status=batch.status,  # type: ignore[arg-type]
+        priority=batch.priority,  # type: ignore[arg-type]
         total=batch.total,
         succeeded=succeeded,
         failed=failed,
@@ -709,9 +727,10 @@ async def create_batch(
     site_id: uuid.UUID,
     kind: GenerationKind,
     payloads: list[dict[str, Any]],
+    priority: str = "standard",
 ) -> BatchRead:
     """Every item's credit reserved at once (one hold each), or `InsufficientCredits` and
-    nothing at all. The workers take it from here."""
+    nothing at all. The workers take it from here (economy: `app.generation.economy`)."""
     account = await accounts.get_account(session, account_id)
     accounts.ensure_usable(account)
     await accounts.get_site(session, account_id, site_id)
@@ -731,6 +750,7 @@ async def create_batch(
         kind=kind.value,
         status="queued",
         total=len(payloads),
+        priority=priority,
         created_at=now,
     )
     items = [
@@ -742,6 +762,7 @@ async def create_batch(
             "hold_id": hold.id,
             "credits_charged": 0,
             "attempts": 0,
+            "priority": priority,
         }
         for index, (payload, hold) in enumerate(zip(payloads, holds, strict=True))
     ]
@@ -783,6 +804,8 @@ async def cancel_batch(
         batch.status = "canceled"
         batch.canceled_at = now
         hold_ids = await repository.cancel_queued_items(session, batch_id, now)
+        if batch.priority == "economy":
+            hold_ids += await economy_repository.cancel_submitted_items(session, batch_id, now)
         await credits.release_many(session, hold_ids, now=now)
         await session.flush()
     return batch_read(batch, await repository.item_counts(session, batch_id))

@@ -9,30 +9,47 @@ image URL), so concurrent tests never interfere:
 * `fake:latency=<seconds>`: answer normally after that long;
 * `fake:long`: an output longer than its kind allows, every time;
 * `fake:long-once=<tag>`: too long the first time for `<tag>`, fine afterwards;
-* `fake:badjson` / `fake:wrongtype`: schema output that is not JSON / of another `@type`.
+* `fake:badjson` / `fake:wrongtype`: schema output that is not JSON / of another `@type`;
+* `fake:novariant`: an image URL with `scale-down-to` cannot be fetched (400), the
+  original can;
+* `fake:expire`: in a message batch, the request expires;
+* `fake:batchdelay=<seconds>` in any request of a message batch: it ends after that long
+  (else after `batch_processing_seconds`);
+* `fake-size-<W>x<H>` in an image URL: the image's size in pixels (else `register_image`,
+  else 1000 x 1000).
 
 In URLs, write the marker with dashes: `https://img.example/fake-status-500/cat.jpg`.
+
+Tokens are counted the way Anthropic documents them (see "Token counting" below): text by
+length (the newer tokenizer of Haiku 5.5 counts 30% more), images by width x height / 750
+after the variant's downscale and the API's own. Haiku 5.5 thinks unless told not to, and
+its thinking tokens are output tokens. The Message Batches API (create, retrieve, results
+as JSONL, cancel) runs the same requests after `batch_processing_seconds`.
 Only tests and benchmarks start it; the service never imports anything from `tests/`.
 """
 
 import asyncio
 import json
+import math
 import re
 import socket
 import threading
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 MARKER = re.compile(
-    r"fake[:-](status|sleep|latency|long-once|long|badjson|wrongtype)(?:[=-]([\w.]+))?"
+    r"fake[:-](status|sleep|latency|long-once|long|badjson|wrongtype|novariant|expire|batchdelay)"
+    r"(?:[=-]([\w.]+))?"
 )
 
 ERROR_TYPES = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
@@ -79,7 +96,29 @@ class FakeAnthropic:
         """Every request body received, in order."""
         self._once: Counter[str] = Counter()
         self._lock = threading.Lock()
-        app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
+        self.image_sizes: dict[str, tuple[int, int]] = {}
+        """Registered image sizes (width, height), by URL without its query."""
+        self.usage: list[dict[str, Any]] = []
+        """Per answered request: model, input and output tokens, image URLs, `batch` or not."""
+        self.batch_processing_seconds = 0.5
+        self.batches: dict[str, dict[str, Any]] = {}
+        """Message batches received, by id: `requests`, `created_at`, `cancel_initiated_at`."""
+        app = Starlette(
+            routes=[
+                Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                Route("/v1/messages/batches", self._create_batch, methods=["POST"]),
+                Route("/v1/messages/batches/{batch_id}", self._retrieve_batch, methods=["GET"]),
+                Route(
+                    "/v1/messages/batches/{batch_id}/results",
+                    self._batch_results,
+                    methods=["GET"],
+                ),
+                Route(
+                    "/v1/messages/batches/{batch_id}/cancel", self._cancel_batch, methods=["POST"]
+                ),
+            ]
+        )
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
         )
@@ -118,6 +157,9 @@ class FakeAnthropic:
             delay += float(markers["sleep"])
         if delay:
             await asyncio.sleep(delay)
+        refused = self._refusal(body)
+        if refused is not None:
+            return _error(400, "invalid_request_error", refused)
         if "status" in markers:
             status = int(markers["status"])
             return JSONResponse(
@@ -129,7 +171,9 @@ class FakeAnthropic:
                 # Fast SDK retries in tests; the service passes `retry-after` on to clients.
                 headers={"retry-after-ms": "5", "retry-after": "7"},
             )
-        return JSONResponse(self._message(body, markers))
+        message = self._message(body, markers)
+        self._record_usage(body, message, batch=False)
+        return JSONResponse(message)
 
     def _too_long(self, markers: dict[str, str]) -> bool:
         if "long" in markers:
@@ -160,16 +204,330 @@ class FakeAnthropic:
             text = TEXTS[kind]
             if self._too_long(markers):
                 text = (text + " ") * 8
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        thinking = thinking_tokens(body)
+        if thinking:
+            content.insert(0, {"type": "thinking", "thinking": "…", "signature": "fake"})
         return {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": [{"type": "text", "text": text}],
+            "content": content,
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": 10 + len(json.dumps(body)) // 4, "output_tokens": 12},
+            "usage": {
+                "input_tokens": self.input_tokens(body),
+                "output_tokens": text_tokens(body["model"], text) + thinking,
+            },
         }
+
+    # --- token counting ---
+
+    def register_image(self, url: str, width: int, height: int) -> None:
+        """Tell the stand-in the size of the image at `url` (its query is ignored)."""
+        self.image_sizes[_without_query(url)] = (width, height)
+
+    def image_size(self, url: str) -> tuple[int, int]:
+        """The pixels the model sees: the original's size, after `scale-down-to` (long side,
+        never upscaled) and the API's own downscale."""
+        found = SIZE_MARKER.search(url)
+        if found:
+            width, height = int(found.group(1)), int(found.group(2))
+        else:
+            width, height = self.image_sizes.get(_without_query(url), DEFAULT_IMAGE_SIZE)
+        query = dict(parse_qsl(urlsplit(url).query))
+        if query.get("scale-down-to", "").isdigit():
+            width, height = _fit_long_side(width, height, int(query["scale-down-to"]))
+        return api_downscale(width, height)
+
+    def input_tokens(self, body: dict[str, Any]) -> int:
+        """Input tokens of a request: system prompt, text blocks, the output format's JSON
+        schema (sent to the model as instructions), and images."""
+        model = body["model"]
+        texts = [_system_text(body.get("system"))]
+        images = 0
+        for message in body.get("messages", []):
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+                continue
+            for block in content or []:
+                if block.get("type") == "text":
+                    texts.append(block["text"])
+                elif block.get("type") == "image":
+                    width, height = self.image_size(block["source"].get("url", ""))
+                    images += image_tokens(width, height)
+        output_format = (body.get("output_config") or {}).get("format")
+        if output_format is not None:
+            texts.append(json.dumps(output_format["schema"]))
+        return MESSAGE_OVERHEAD_TOKENS + text_tokens(model, "\n".join(texts)) + images
+
+    def _record_usage(self, body: dict[str, Any], message: dict[str, Any], *, batch: bool) -> None:
+        images = [
+            block["source"].get("url")
+            for m in body.get("messages", [])
+            for block in (m.get("content") if isinstance(m.get("content"), list) else [])
+            if block.get("type") == "image"
+        ]
+        with self._lock:
+            self.usage.append(
+                {
+                    "model": body["model"],
+                    "input_tokens": message["usage"]["input_tokens"],
+                    "output_tokens": message["usage"]["output_tokens"],
+                    "images": images,
+                    "batch": batch,
+                    "text": json.dumps(body),
+                }
+            )
+
+    def usage_mentioning(self, text: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [u for u in self.usage if text in u["text"]]
+
+    def _refusal(self, body: dict[str, Any]) -> str | None:
+        """What the real API answers 400 to, per model (Haiku 5.5's migration guide)."""
+        model = body.get("model", "")
+        if any(url and "fake-novariant" in url and "scale-down-to" in url for url in _urls(body)):
+            return "Unable to download the image from the URL provided."
+        if model.startswith(ADAPTIVE_MODELS):
+            thinking = body.get("thinking") or {}
+            if thinking.get("type") == "enabled":
+                return "thinking.type 'enabled' is not supported on this model; use 'adaptive'"
+            for sampling in ("temperature", "top_p", "top_k"):
+                if sampling in body:
+                    return f"{sampling} is not supported on this model"
+        elif (body.get("output_config") or {}).get("effort") is not None:
+            return "effort is not supported on this model"
+        return None
+
+    async def _count_tokens(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        return JSONResponse({"input_tokens": self.input_tokens(body)})
+
+    # --- the Message Batches API ---
+
+    async def _create_batch(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        requests = body["requests"]
+        custom_ids = [r["custom_id"] for r in requests]
+        if len(set(custom_ids)) != len(custom_ids):
+            return _error(400, "invalid_request_error", "custom_id values must be unique")
+        batch_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
+        now = time.time()
+        delays = [float(v) for name, v in MARKER.findall(json.dumps(body)) if name == "batchdelay"]
+        with self._lock:
+            self.batches[batch_id] = {
+                "id": batch_id,
+                "requests": requests,
+                "created_at": now,
+                "ends_at": now + max(delays, default=self.batch_processing_seconds),
+                "cancel_initiated_at": None,
+                "results": None,
+            }
+        return JSONResponse(self._batch_json(batch_id, str(request.base_url)))
+
+    async def _retrieve_batch(self, request: Request) -> JSONResponse:
+        batch_id = request.path_params["batch_id"]
+        if batch_id not in self.batches:
+            return _error(404, "not_found_error", "no such batch")
+        return JSONResponse(self._batch_json(batch_id, str(request.base_url)))
+
+    async def _cancel_batch(self, request: Request) -> JSONResponse:
+        batch_id = request.path_params["batch_id"]
+        if batch_id not in self.batches:
+            return _error(404, "not_found_error", "no such batch")
+        with self._lock:
+            batch = self.batches[batch_id]
+            if batch["results"] is None and time.time() < batch["ends_at"]:
+                batch["cancel_initiated_at"] = time.time()
+        return JSONResponse(self._batch_json(batch_id, str(request.base_url)))
+
+    async def _batch_results(self, request: Request) -> Response:
+        batch_id = request.path_params["batch_id"]
+        if batch_id not in self.batches:
+            return _error(404, "not_found_error", "no such batch")
+        results = self._ended_results(batch_id)
+        if results is None:
+            return _error(400, "invalid_request_error", "the batch is still processing")
+        lines = "".join(json.dumps(line) + "\n" for line in results)
+        return Response(lines, media_type="application/binary")
+
+    def _ended_results(self, batch_id: str) -> list[dict[str, Any]] | None:
+        """The batch's results once it ended (computed once), else None."""
+        with self._lock:
+            batch = self.batches[batch_id]
+            if batch["results"] is not None:
+                return list(batch["results"])
+            canceled = batch["cancel_initiated_at"] is not None
+            if not canceled and time.time() < batch["ends_at"]:
+                return None
+        results = [self._batch_result(r, canceled=canceled) for r in batch["requests"]]
+        with self._lock:
+            if batch["results"] is None:
+                batch["results"] = results
+                batch["ended_at"] = time.time()
+            return list(batch["results"])
+
+    def _batch_result(self, item: dict[str, Any], *, canceled: bool) -> dict[str, Any]:
+        params = item["params"]
+        markers = {name: value for name, value in MARKER.findall(json.dumps(params))}
+        custom_id = item["custom_id"]
+        if canceled:
+            return {"custom_id": custom_id, "result": {"type": "canceled"}}
+        if "expire" in markers:
+            return {"custom_id": custom_id, "result": {"type": "expired"}}
+        refused = self._refusal(params)
+        if refused is not None or "status" in markers:
+            status = 400 if refused is not None else int(markers["status"])
+            error_type = (
+                "invalid_request_error" if refused else ERROR_TYPES.get(status, "api_error")
+            )
+            return {
+                "custom_id": custom_id,
+                "result": {
+                    "type": "errored",
+                    "error": {
+                        "type": "error",
+                        "error": {"type": error_type, "message": refused or "fake"},
+                    },
+                },
+            }
+        message = self._message(params, markers)
+        self._record_usage(params, message, batch=True)
+        return {"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}
+
+    def _batch_json(self, batch_id: str, base_url: str) -> dict[str, Any]:
+        results = self._ended_results(batch_id)
+        with self._lock:
+            batch = self.batches[batch_id]
+            total = len(batch["requests"])
+            counts = {
+                "processing": total,
+                "succeeded": 0,
+                "errored": 0,
+                "canceled": 0,
+                "expired": 0,
+            }
+            status = "in_progress"
+            if results is not None:
+                status = "ended"
+                counts["processing"] = 0
+                for line in results:
+                    counts[line["result"]["type"]] += 1
+            elif batch["cancel_initiated_at"] is not None:
+                status = "canceling"
+
+            def stamp(seconds: float | None) -> str | None:
+                if seconds is None:
+                    return None
+                return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+            return {
+                "id": batch_id,
+                "type": "message_batch",
+                "processing_status": status,
+                "request_counts": counts,
+                "created_at": stamp(batch["created_at"]),
+                "expires_at": stamp(batch["created_at"] + 86_400),
+                "ended_at": stamp(batch.get("ended_at")),
+                "cancel_initiated_at": stamp(batch["cancel_initiated_at"]),
+                "archived_at": None,
+                "results_url": (
+                    f"{base_url.rstrip('/')}/v1/messages/batches/{batch_id}/results"
+                    if results is not None
+                    else None
+                ),
+            }
+
+    def batch_requests_mentioning(self, text: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                r for b in self.batches.values() for r in b["requests"] if text in json.dumps(r)
+            ]
+
+
+# --- Token counting, as Anthropic documents it ---
+
+ADAPTIVE_MODELS = ("claude-haiku-5-5",)
+"""Models that think by default (adaptive thinking, effort medium)."""
+NEW_TOKENIZER_MODELS = ("claude-haiku-5-5",)
+CHARS_PER_TOKEN = 4.0
+"""Haiku 4.5's tokenizer: about 4 characters of English per token."""
+NEW_TOKENIZER_FACTOR = 1.3
+"""The newer tokenizer counts about 30% more tokens for the same text."""
+MESSAGE_OVERHEAD_TOKENS = 8
+THINKING_TOKENS_BY_EFFORT = {"low": 120, "medium": 400, "high": 1200}
+"""Thinking tokens a short answer costs when thinking is left on (output tokens)."""
+DEFAULT_IMAGE_SIZE = (1000, 1000)
+SIZE_MARKER = re.compile(r"fake-size-(\d+)x(\d+)")
+API_MAX_LONG_SIDE = 1568
+API_MAX_IMAGE_TOKENS = 1600
+
+
+def text_tokens(model: str, text: str) -> int:
+    tokens = len(text) / CHARS_PER_TOKEN
+    if model.startswith(NEW_TOKENIZER_MODELS):
+        tokens *= NEW_TOKENIZER_FACTOR
+    return math.ceil(tokens)
+
+
+def image_tokens(width: int, height: int) -> int:
+    """Anthropic: tokens = width x height / 750."""
+    return math.ceil(width * height / 750)
+
+
+def _fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
+    longest = max(width, height)
+    if longest <= long_side:
+        return width, height
+    scale = long_side / longest
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def api_downscale(width: int, height: int) -> tuple[int, int]:
+    """Images over 1568 px on the long side, or over ~1,600 tokens, are scaled down by the
+    API (aspect ratio kept) before the model sees them."""
+    width, height = _fit_long_side(width, height, API_MAX_LONG_SIDE)
+    if width * height / 750 > API_MAX_IMAGE_TOKENS:
+        scale = math.sqrt(API_MAX_IMAGE_TOKENS * 750 / (width * height))
+        width, height = max(1, int(width * scale)), max(1, int(height * scale))
+    return width, height
+
+
+def thinking_tokens(body: dict[str, Any]) -> int:
+    if not body["model"].startswith(ADAPTIVE_MODELS):
+        return 0
+    if (body.get("thinking") or {}).get("type") == "disabled":
+        return 0
+    effort = (body.get("output_config") or {}).get("effort") or "medium"
+    return THINKING_TOKENS_BY_EFFORT.get(effort, 400)
+
+
+def _system_text(system: Any) -> str:
+    if isinstance(system, list):
+        return "\n".join(block.get("text", "") for block in system)
+    return str(system or "")
+
+
+def _urls(body: dict[str, Any]) -> list[str]:
+    return [
+        block["source"].get("url", "")
+        for m in body.get("messages", [])
+        for block in (m.get("content") if isinstance(m.get("content"), list) else [])
+        if block.get("type") == "image"
+    ]
+
+
+def _without_query(url: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(query="", fragment=""))
+
+
+def _error(status: int, error_type: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"type": "error", "error": {"type": error_type, "message": message}}, status_code=status
+    )
 
 
 def main() -> None:

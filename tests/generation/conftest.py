@@ -46,6 +46,7 @@ FAST = {
     "batch_poll_interval_seconds": 0.2,
     "batch_events_interval_seconds": 0.05,
     "sse_ping_interval_seconds": 0.5,
+    "economy_poll_interval_seconds": 0.2,
 }
 
 

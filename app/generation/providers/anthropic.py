@@ -8,12 +8,15 @@ service charges only a `ProviderResult`."""
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anthropic
 from anthropic.types import MessageParam, TextBlockParam
 
 from app.config import Settings
+from app.generation.budget import trim_to_budget
 from app.generation.outputs import (
     SCHEMA_JSON_SCHEMAS,
     InvalidOutput,
@@ -34,11 +37,19 @@ OUTPUT_ATTEMPTS = 2
 """One retry, within the same hold, when an output breaks its kind's rules."""
 
 MAX_TOKENS = {
-    GenerationKind.META_TITLE: 100,
-    GenerationKind.META_DESCRIPTION: 200,
-    GenerationKind.ALT_TEXT: 150,
-    GenerationKind.SCHEMA: 2000,
+    GenerationKind.META_TITLE: 130,
+    GenerationKind.META_DESCRIPTION: 260,
+    GenerationKind.ALT_TEXT: 200,
+    GenerationKind.SCHEMA: 2600,
 }
+"""Room for the output with the newer tokenizer's ~30% more tokens (Haiku 5.5's migration
+guide: revisit `max_tokens`); thinking is off, so none of it goes to thinking."""
+
+ADAPTIVE_THINKING_MODELS = ("claude-haiku-5-5",)
+"""Models that think by default (adaptive thinking, `effort` medium) unless told not to."""
+
+FRAMER_CDN_HOST = "framerusercontent.com"
+SCALE_DOWN = "scale-down-to"
 
 _COMMON = (
     "You write SEO metadata for websites built with Framer. Answer with the requested text "
@@ -93,8 +104,75 @@ def _page_block(payload: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def build_request(kind: GenerationKind, payload: dict[str, Any]) -> dict[str, Any]:
-    """The Messages API arguments for one generation (without model and limits)."""
+@dataclass(frozen=True)
+class RequestShape:
+    """What the settings decide about every request: the model, its thinking, the input
+    budget per kind and the Framer image variant."""
+
+    model: str
+    effort: str = "low"
+    image_variant_px: int = 512
+    budgets: tuple[tuple[GenerationKind, int], ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RequestShape":
+        return cls(
+            model=settings.anthropic_model,
+            effort=settings.anthropic_effort,
+            image_variant_px=settings.framer_image_variant_px,
+            budgets=(
+                (GenerationKind.META_TITLE, settings.input_budget_meta_title_tokens),
+                (GenerationKind.META_DESCRIPTION, settings.input_budget_meta_description_tokens),
+                (GenerationKind.SCHEMA, settings.input_budget_schema_tokens),
+                (GenerationKind.ALT_TEXT, settings.input_budget_alt_text_tokens),
+            ),
+        )
+
+    def budget(self, kind: GenerationKind) -> int | None:
+        return dict(self.budgets).get(kind)
+
+
+def image_variant(url: str, px: int) -> str:
+    """A `framerusercontent.com` image as its `px` variant (`scale-down-to`, long side, never
+    upscaled; a smaller variant asked for already is kept), other query parameters as they
+    were. Other hosts, and `px` 0, unchanged."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if px <= 0 or not (host == FRAMER_CDN_HOST or host.endswith("." + FRAMER_CDN_HOST)):
+        return url
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    asked = [value for key, value in query if key == SCALE_DOWN]
+    if asked and asked[-1].isdigit() and 0 < int(asked[-1]) <= px:
+        return url
+    kept = [(key, value) for key, value in query if key != SCALE_DOWN]
+    return urlunsplit(parts._replace(query=urlencode([*kept, (SCALE_DOWN, str(px))])))
+
+
+def thinking_params(model: str, effort: str) -> dict[str, Any]:
+    """Haiku 5.5 thinks by default, and thinking tokens are billed as output: our outputs
+    (one line, or a small JSON object) do not need it, so it is turned off and the effort
+    set low. Older models do not know these parameters (and do not think unless asked)."""
+    if model.startswith(ADAPTIVE_THINKING_MODELS):
+        return {"thinking": {"type": "disabled"}, "output_config": {"effort": effort}}
+    return {}
+
+
+def build_request(
+    kind: GenerationKind,
+    payload: dict[str, Any],
+    shape: RequestShape | None = None,
+    *,
+    image_variant_on: bool = True,
+) -> dict[str, Any]:
+    """The Messages API arguments for one generation: model, limits, thinking, system
+    prompt and the message (page content within its budget, images as their variant)."""
+    shape = shape or RequestShape(model="claude-haiku-5-5")
+    payload = dict(payload)
+    budget = shape.budget(kind)
+    if budget is not None:
+        field = "context" if kind is GenerationKind.ALT_TEXT else "page_content"
+        if payload.get(field):
+            payload[field] = trim_to_budget(payload[field], budget)
     content: list[Any]
     if kind is GenerationKind.ALT_TEXT:
         context = payload.get("context")
@@ -102,8 +180,11 @@ def build_request(kind: GenerationKind, payload: dict[str, Any]) -> dict[str, An
         if context:
             text += f"\n<context>\n{context}\n</context>"
         text += f"\n{_language_rule(payload.get('language'))}"
+        url = payload["image_url"]
+        if image_variant_on:
+            url = image_variant(url, shape.image_variant_px)
         content = [
-            {"type": "image", "source": {"type": "url", "url": payload["image_url"]}},
+            {"type": "image", "source": {"type": "url", "url": url}},
             TextBlockParam(type="text", text=text),
         ]
     elif kind is GenerationKind.SCHEMA:
@@ -117,15 +198,28 @@ def build_request(kind: GenerationKind, payload: dict[str, Any]) -> dict[str, An
         )
         content = [TextBlockParam(type="text", text=text)]
     messages: list[MessageParam] = [{"role": "user", "content": content}]
-    request: dict[str, Any] = {"system": SYSTEM_PROMPTS[kind], "messages": messages}
+    request: dict[str, Any] = {
+        "model": shape.model,
+        "max_tokens": MAX_TOKENS[kind],
+        "system": SYSTEM_PROMPTS[kind],
+        "messages": messages,
+        **thinking_params(shape.model, shape.effort),
+    }
     if kind is GenerationKind.SCHEMA:
         request["output_config"] = {
+            **request.get("output_config", {}),
             "format": {
                 "type": "json_schema",
                 "schema": SCHEMA_JSON_SCHEMAS[payload["schema_type"]],
-            }
+            },
         }
     return request
+
+
+def has_image_variant(kind: GenerationKind, payload: dict[str, Any], shape: RequestShape) -> bool:
+    return kind is GenerationKind.ALT_TEXT and (
+        image_variant(payload["image_url"], shape.image_variant_px) != payload["image_url"]
+    )
 
 
 def _retry_after(error: anthropic.APIStatusError) -> int:
@@ -143,6 +237,7 @@ class AnthropicProvider:
     def __init__(self, settings: Settings) -> None:
         assert settings.anthropic_api_key is not None
         self.model = settings.anthropic_model
+        self.shape = RequestShape.from_settings(settings)
         self.client = anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key.get_secret_value(),
             base_url=settings.anthropic_base_url,
@@ -153,19 +248,40 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         await self.client.close()
 
-    async def generate(self, kind: GenerationKind, payload: dict[str, Any]) -> ProviderResult:
-        request = build_request(kind, payload)
+    def request_for(
+        self, kind: GenerationKind, payload: dict[str, Any], *, image_variant_on: bool = True
+    ) -> dict[str, Any]:
+        return build_request(kind, payload, self.shape, image_variant_on=image_variant_on)
+
+    async def generate(
+        self, kind: GenerationKind, payload: dict[str, Any], *, attempts: int = OUTPUT_ATTEMPTS
+    ) -> ProviderResult:
+        request = self.request_for(kind, payload)
+        # If the model cannot fetch a Framer variant, the original once (same hold).
+        original = (
+            self.request_for(kind, payload, image_variant_on=False)
+            if has_image_variant(kind, payload, self.shape)
+            else None
+        )
         started = time.perf_counter()
         input_tokens = output_tokens = 0
         model = self.model
         invalid: InvalidOutput | None = None
-        for _ in range(OUTPUT_ATTEMPTS):
-            message = await self._create(kind, request, input_tokens, output_tokens)
+        attempt = 0
+        while attempt < attempts:
+            try:
+                message = await self._create(kind, request, input_tokens, output_tokens)
+            except ProviderError as exc:
+                if original is None or exc.reason != "invalid_request":
+                    raise
+                request, original = original, None
+                continue
+            attempt += 1
             model = message.model or self.model
             input_tokens += message.usage.input_tokens
             output_tokens += message.usage.output_tokens
             try:
-                output = self._read_output(kind, payload, message)
+                output = self.read_output(kind, payload, message)
             except InvalidOutput as exc:
                 invalid = exc
                 continue
@@ -190,9 +306,7 @@ class AnthropicProvider:
             "output_tokens": output_tokens,
         }
         try:
-            return await self.client.messages.create(
-                model=self.model, max_tokens=MAX_TOKENS[kind], **request
-            )
+            return await self.client.messages.create(**request)
         except anthropic.APITimeoutError as exc:
             raise ProviderError(
                 FailureKind.FAILED, "timeout", "Claude did not answer in time.", **usage
@@ -212,12 +326,12 @@ class AnthropicProvider:
                 ) from exc
             raise ProviderError(
                 FailureKind.FAILED,
-                "upstream_error",
+                "invalid_request" if exc.status_code == 400 else "upstream_error",
                 f"Claude answered with HTTP {exc.status_code}.",
                 **usage,
             ) from exc
 
-    def _read_output(
+    def read_output(
         self, kind: GenerationKind, payload: dict[str, Any], message: anthropic.types.Message
     ) -> dict[str, Any]:
         if message.stop_reason == "max_tokens":

@@ -534,9 +534,33 @@ export interface paths {
         /**
          * Cancel Generation Batch
          * @description Stop the batch: the credits of items not yet generated are released now; items being
-         *     generated at this moment finish. Canceling a finished batch changes nothing.
+         *     generated at this moment finish. Canceling a finished batch changes nothing. Economy:
+         *     Anthropic's message batches are canceled and every item not already succeeded is
+         *     released.
          */
         post: operations["cancel_generation_batch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/costs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Costs
+         * @description Model cost from the recorded token usage, per kind, model and priority: generations,
+         *     tokens, cost and cost per credit charged (integer micro-dollars, economy at half price).
+         *     A `from` after `to` covers no day: an empty report.
+         */
+        get: operations["get_costs"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -650,6 +674,8 @@ export interface components {
              * Format: uuid
              */
             site_id: string;
+            /** Priority */
+            priority?: ("standard" | "economy") | null;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -784,6 +810,7 @@ export interface components {
          *       ],
          *       "kind": "alt_text",
          *       "pending": 0,
+         *       "priority": "standard",
          *       "site_id": "3f0c6a52-8d1e-4c59-9a7e-2b1f0e6d4c11",
          *       "status": "completed",
          *       "succeeded": 1,
@@ -811,6 +838,11 @@ export interface components {
              * @enum {string}
              */
             status: "queued" | "running" | "completed" | "canceled";
+            /**
+             * Priority
+             * @enum {string}
+             */
+            priority: "standard" | "economy";
             /** Total */
             total: number;
             /** Succeeded */
@@ -858,6 +890,7 @@ export interface components {
          *       "id": "9b2d7c1e-0a4f-4e8b-b6d2-5c3a1f9e8d70",
          *       "kind": "alt_text",
          *       "pending": 30,
+         *       "priority": "standard",
          *       "site_id": "3f0c6a52-8d1e-4c59-9a7e-2b1f0e6d4c11",
          *       "status": "running",
          *       "succeeded": 40,
@@ -885,6 +918,11 @@ export interface components {
              * @enum {string}
              */
             status: "queued" | "running" | "completed" | "canceled";
+            /**
+             * Priority
+             * @enum {string}
+             */
+            priority: "standard" | "economy";
             /** Total */
             total: number;
             /** Succeeded */
@@ -906,6 +944,85 @@ export interface components {
             completed_at: string | null;
             /** Canceled At */
             canceled_at: string | null;
+        };
+        /**
+         * CostReport
+         * @example {
+         *       "from": "2026-11-01",
+         *       "rows": [
+         *         {
+         *           "cost_per_credit_usd_micros": 99,
+         *           "cost_usd_micros": 118800,
+         *           "generations": 1200,
+         *           "input_tokens": 1080000,
+         *           "kind": "meta_title",
+         *           "model": "claude-haiku-5-5",
+         *           "output_tokens": 21600,
+         *           "priority": "standard"
+         *         }
+         *       ],
+         *       "to": "2026-11-30",
+         *       "totals": {
+         *         "cost_per_credit_usd_micros": 99,
+         *         "cost_usd_micros": 118800,
+         *         "generations": 1200,
+         *         "input_tokens": 1080000,
+         *         "output_tokens": 21600
+         *       }
+         *     }
+         */
+        CostReport: {
+            /**
+             * From
+             * Format: date
+             */
+            from: string;
+            /**
+             * To
+             * Format: date
+             */
+            to: string;
+            /** Rows */
+            rows: components["schemas"]["CostRow"][];
+            totals: components["schemas"]["CostTotals"];
+        };
+        /** CostRow */
+        CostRow: {
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "meta_title" | "meta_description" | "alt_text" | "schema";
+            /** Model */
+            model: string;
+            /**
+             * Priority
+             * @enum {string}
+             */
+            priority: "standard" | "economy";
+            /** Generations */
+            generations: number;
+            /** Input Tokens */
+            input_tokens: number;
+            /** Output Tokens */
+            output_tokens: number;
+            /** Cost Usd Micros */
+            cost_usd_micros: number | null;
+            /** Cost Per Credit Usd Micros */
+            cost_per_credit_usd_micros: number | null;
+        };
+        /** CostTotals */
+        CostTotals: {
+            /** Generations */
+            generations: number;
+            /** Input Tokens */
+            input_tokens: number;
+            /** Output Tokens */
+            output_tokens: number;
+            /** Cost Usd Micros */
+            cost_usd_micros: number;
+            /** Cost Per Credit Usd Micros */
+            cost_per_credit_usd_micros: number | null;
         };
         /** CreditPackageList */
         CreditPackageList: {
@@ -1164,6 +1281,8 @@ export interface components {
              * Format: uuid
              */
             site_id: string;
+            /** Priority */
+            priority?: ("standard" | "economy") | null;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1193,6 +1312,8 @@ export interface components {
              * Format: uuid
              */
             site_id: string;
+            /** Priority */
+            priority?: ("standard" | "economy") | null;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -1326,6 +1447,8 @@ export interface components {
              * Format: uuid
              */
             site_id: string;
+            /** Priority */
+            priority?: ("standard" | "economy") | null;
             /**
              * @description discriminator enum property added by openapi-typescript
              * @enum {string}
@@ -2887,6 +3010,49 @@ export interface operations {
             };
             /** @description Not Found: `not_found` */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    get_costs: {
+        parameters: {
+            query?: {
+                /** @description First day, `YYYY-MM-DD` (UTC); default 29 days ago. */
+                from?: string | null;
+                /** @description Last day, `YYYY-MM-DD` (UTC), inclusive; default today. */
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CostReport"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -46,6 +46,8 @@ export interface BatchRequest<K extends GenerationKind = GenerationKind> {
   kind: K;
   site_id: string;
   items: InputOf<K>[];
+  /** `standard` (default; interactive) or `economy` (half the model cost, within 24 h). */
+  priority?: Batch["priority"];
 }
 
 /** One generation of kind `K`: its `output` is `OutputOf<K>` (null unless it succeeded). */
