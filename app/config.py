@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     starter_credits: int = Field(default=500, ge=0)
     trial_days: int = Field(default=7, ge=0)
     framer_plugin_id: str | None = None
+    events_webhook_url: str | None = None
+    """Where outbound events go; without it they are kept in the outbox, not sent."""
+    events_webhook_secret: SecretStr | None = None
+    """`whsec_...`: Standard Webhooks signing secret, required with the URL."""
+    low_balance_threshold: int = Field(default=50, ge=0, le=10_000_000)
+    """A new account's low-balance threshold, in credits (0: no alerts)."""
+    plugin_authorize_url: str | None = None
+    """The dashboard page approving a plugin sign-in; without it plugin sessions answer 503."""
     model_prices: Annotated[ModelPrices, NoDecode] = Field(default_factory=dict)
     """Overrides of the built-in price table (`app.generation.pricing`), merged over it."""
 
@@ -131,6 +139,28 @@ class Settings(BaseSettings):
     """How often a batch's event stream checks for progress."""
     sse_ping_interval_seconds: float = Field(default=15.0, gt=0)
 
+    # --- outbound events (README, "Alerts and outbound events") ---
+    events_retry_schedule_seconds: list[float] = Field(
+        default=[5, 300, 1800, 7200, 18000, 36000, 36000], min_length=1
+    )
+    """Waits before each retry of a failed delivery; after the last one it is `failed`."""
+    events_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Longest one delivery attempt may take, connecting and reading included."""
+    events_claim_seconds: float = Field(default=60.0, gt=0)
+    """How long a dispatcher owns an event it is sending; then another instance may retry it
+    (an instance that died mid-send). Longer than the timeout, so never two senders."""
+    events_dispatch_interval_seconds: float = Field(default=1.0, gt=0)
+    """How often an idle dispatcher looks for due events."""
+    events_dispatch_batch: int = Field(default=20, ge=1, le=500)
+    """Events one dispatcher claims and sends at once."""
+    events_retention_days: float = Field(default=30.0, gt=0)
+    """Events (sent, failed, or never sent for want of a URL) are deleted after this."""
+
+    # --- plugin sign-in ---
+    plugin_session_ttl_seconds: int = Field(default=600, ge=10)
+    plugin_sessions_per_minute: int = Field(default=10, ge=1)
+    """Per client address and instance, on `POST /v1/plugin-sessions`."""
+    plugin_sessions_burst: int = Field(default=5, ge=1)
     # --- model cost (README, "Model cost") ---
     anthropic_effort: Literal["low", "medium", "high"] = "low"
     """`output_config.effort` for models with adaptive thinking (Claude Haiku 5.5): our
@@ -180,6 +210,12 @@ class Settings(BaseSettings):
                 "BATCH_LEASE_SECONDS + BATCH_POLL_INTERVAL_SECONDS must be below "
                 "BATCH_HOLD_TTL_SECONDS"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _one_sender_per_event(self) -> "Settings":
+        if self.events_claim_seconds <= self.events_timeout_seconds:
+            raise ValueError("EVENTS_CLAIM_SECONDS must be above EVENTS_TIMEOUT_SECONDS")
         return self
 
     @property

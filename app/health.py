@@ -7,7 +7,9 @@ from sqlalchemy import func, select, text
 
 from app import metrics
 from app.credits.models import CreditHold
+from app.db import utcnow
 from app.errors import AppError, problem_responses
+from app.outbound import repository as outbound_repository
 
 router = APIRouter(tags=["health"])
 
@@ -57,13 +59,22 @@ async def get_metrics(request: Request) -> PlainTextResponse:
                     )
                 )
             ).one()
+            pending, oldest = await outbound_repository.pending_summary(session)
             await session.rollback()
+        age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
         extra = (
             "# HELP rankframe_open_holds Open credit holds\n# TYPE rankframe_open_holds gauge\n"
             f"rankframe_open_holds {count}\n"
             "# HELP rankframe_open_hold_credits Credits held by open holds\n"
             "# TYPE rankframe_open_hold_credits gauge\n"
             f"rankframe_open_hold_credits {total}\n"
+            "# HELP rankframe_outbox_pending_events Outbound events not yet delivered\n"
+            "# TYPE rankframe_outbox_pending_events gauge\n"
+            f"rankframe_outbox_pending_events {pending}\n"
+            "# HELP rankframe_outbox_oldest_pending_age_seconds Age of the oldest "
+            "undelivered outbound event (0 when none)\n"
+            "# TYPE rankframe_outbox_oldest_pending_age_seconds gauge\n"
+            f"rankframe_outbox_oldest_pending_age_seconds {age:.3f}\n"
         )
     except Exception:
         extra = ""

@@ -13,9 +13,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.accounts.plugin_router import router as plugin_router
 from app.accounts.router import router as accounts_router
 from app.config import Settings, get_settings
 from app.costs.router import router as costs_router
+from app.credits.alerts_router import router as alerts_router
 from app.credits.events import balance_events
 from app.credits.fast_lane import BalanceFastLane, is_badge_request
 from app.credits.router import router as credits_router
@@ -26,10 +28,15 @@ from app.generation.economy import EconomyBatches
 from app.generation.router import router as generation_router
 from app.generation.worker import instance_name, start_generation
 from app.health import router as health_router
+from app.housekeeping import prune_forever
 from app.limits import BodySizeLimitMiddleware, TokenBucketLimiter
 from app.observability import RequestContextMiddleware, configure_logging
+from app.outbound.dispatcher import run_outbound
+from app.outbound.router import router as outbound_router
 from app.payments.polar import polar_client
 from app.payments.router import router as payments_router
+from app.support.router import router as support_router
+from app.usage.router import router as usage_router
 
 logger = logging.getLogger("app")
 
@@ -62,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )
+        housekeeping = asyncio.create_task(prune_forever(settings, app.state.sessionmaker))
         generation = start_generation(settings, app.state.sessionmaker, app.state.statements)
         app.state.generation = generation.runtime
         app.state.economy = EconomyBatches(generation.runtime, instance_name())
@@ -70,14 +78,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with (
                 balance_events(settings) as app.state.balance_broadcaster,
                 polar_client(settings) as app.state.polar,
+                run_outbound(settings, app.state.sessionmaker),
             ):
                 yield
         finally:
             await app.state.economy.stop()
             await generation.stop()
             sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            housekeeping.cancel()
+            for task in (sweeper, housekeeping):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if app.state.statements is not None:
                 await app.state.statements.close()
             await engine.dispose()
@@ -96,6 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         "purchases": TokenBucketLimiter(
             settings.rate_limit_purchases_per_minute, settings.rate_limit_purchases_burst
+        ),
+        "plugin_sessions": TokenBucketLimiter(
+            settings.plugin_sessions_per_minute, settings.plugin_sessions_burst
         ),
     }
     app.add_middleware(
@@ -117,6 +131,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(credits_router)
     app.include_router(payments_router)
     app.include_router(generation_router)
+    app.include_router(alerts_router)
+    app.include_router(outbound_router)
+    app.include_router(support_router)
+    app.include_router(plugin_router)
+    app.include_router(usage_router)
     app.include_router(costs_router)
     _register_problem_schemas(app)
     return app

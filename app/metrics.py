@@ -127,3 +127,10 @@ def _install_session_hooks() -> None:
 
 
 _install_session_hooks()
+
+
+EVENT_DELIVERIES = Counter(
+    "rankframe_event_deliveries_total",
+    "Outbound event delivery attempts by type and outcome (sent, retried, failed)",
+    ["type", "outcome"],
+)

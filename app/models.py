@@ -1,6 +1,6 @@
 """Imports every model so `Base.metadata` is complete (Alembic, the reconcile command)."""
 
-from app.accounts.models import Account, ApiKey, Site
+from app.accounts.models import Account, ApiKey, PluginSession, Site
 from app.credits.models import CreditBalance, CreditHold, LedgerEntry
 from app.db import Base
 from app.generation.models import (
@@ -10,7 +10,9 @@ from app.generation.models import (
     ProviderBatch,
 )
 from app.idempotency import IdempotencyRecord
+from app.outbound.models import OutboundAttempt, OutboundEvent
 from app.payments.models import PurchaseIntent, WebhookEvent
+from app.usage.models import UsageDay
 
 __all__ = [
     "Account",
@@ -23,8 +25,12 @@ __all__ = [
     "GenerationBatchItem",
     "IdempotencyRecord",
     "LedgerEntry",
+    "OutboundAttempt",
+    "OutboundEvent",
+    "PluginSession",
     "ProviderBatch",
     "PurchaseIntent",
     "Site",
+    "UsageDay",
     "WebhookEvent",
 ]

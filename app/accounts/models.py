@@ -2,7 +2,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Uuid, text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
@@ -67,3 +67,29 @@ class Site(Base):
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+PLUGIN_SESSION_STATUSES = ("pending", "approved", "claimed")
+
+
+class PluginSession(Base):
+    """The plugin's polling sign-in: created by the plugin, approved by the dashboard, and
+    answered once with a new API key. Only the read key's SHA-256 is stored."""
+
+    __tablename__ = "plugin_session"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'approved', 'claimed')", name="status_known"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    read_key_hash: Mapped[str] = mapped_column(String(64))
+    """Hex SHA-256 of the read key the plugin polls with (256 random bits)."""
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending, approved (an account chose it) or claimed (its API key was handed out)."""
+    account_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("account.id"), default=None)
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_key.id"), default=None)
+    """The key handed out by the one poll that claimed the session."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

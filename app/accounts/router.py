@@ -74,7 +74,10 @@ async def create_account(
 ) -> AccountCreated:
     """Create an account (starting its trial) and its first API key, shown only here."""
     account, key = await service.create_account(
-        session, str(body.email), trial_days=settings.trial_days
+        session,
+        str(body.email),
+        trial_days=settings.trial_days,
+        low_balance_threshold=settings.low_balance_threshold,
     )
     return AccountCreated(account=account_read(account), api_key=api_key_created(key))
 

@@ -1,5 +1,6 @@
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -98,3 +99,45 @@ class AdminAccountRead(AccountRead):
     api_keys: list[ApiKeyRead]
     purchases_needing_review: list[PurchaseReviewRead]
     """Paid purchases credited against a rule (a second first-time offer): support decides."""
+
+
+class PluginSessionCreated(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f1e2d3c-4b5a-4968-8776-655443322110",
+                    "read_key": "rfr_q9Jx...",
+                    "authorize_url": "https://dashboard.rankframe.com/plugin/authorize"
+                    "?session=3f1e2d3c-4b5a-4968-8776-655443322110",
+                    "expires_at": "2026-12-01T12:10:00Z",
+                }
+            ]
+        }
+    )
+
+    id: uuid.UUID
+    read_key: str
+    """The plugin's secret for polling (`Authorization: Bearer <read_key>`); shown once."""
+    authorize_url: str
+    """Open it in the browser: the dashboard's approval page for this session."""
+    expires_at: datetime
+
+
+class PluginSessionApprove(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"account_id": "5e1b2c3d-4f5a-4b6c-8d7e-9f0a1b2c3d4e"}]}
+    )
+
+    account_id: uuid.UUID
+    """The account the dashboard signed in."""
+
+
+class PluginSessionPending(BaseModel):
+    status: Literal["pending"]
+
+
+class PluginSessionApproved(BaseModel):
+    status: Literal["approved"]
+    api_key: ApiKeyCreated
+    """A new key of the approving account, handed out by this one answer only."""

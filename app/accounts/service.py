@@ -76,7 +76,7 @@ def ensure_usable(account: Account) -> None:
 
 
 async def create_account(
-    session: AsyncSession, email: str, *, trial_days: int
+    session: AsyncSession, email: str, *, trial_days: int, low_balance_threshold: int | None = None
 ) -> tuple[Account, NewApiKey]:
     email = email.strip().lower()
     taken = await session.execute(select(Account.id).where(Account.email == email))
@@ -96,7 +96,7 @@ async def create_account(
         await session.flush()
     except IntegrityError as exc:  # a concurrent create with the same email won
         raise EmailTaken(f"{email} already has an account.") from exc
-    await credits.open_account(session, account.id)
+    await credits.open_account(session, account.id, low_balance_threshold=low_balance_threshold)
     key = await create_api_key(session, account.id)
     return account, key
 

@@ -8,6 +8,8 @@ from app.db import Base, BigIntPK, UTCDateTime, utcnow
 
 ENTRY_TYPES = ("starter_grant", "purchase", "consumption", "adjustment", "refund_reversal")
 HOLD_STATUSES = ("open", "settled", "released", "expired")
+DEFAULT_LOW_BALANCE_THRESHOLD = 50
+MAX_LOW_BALANCE_THRESHOLD = 10_000_000
 
 
 class CreditBalance(Base):
@@ -25,6 +27,14 @@ class CreditBalance(Base):
     reserved: Mapped[int] = mapped_column(BigInteger, default=0)
     """Credits held by open holds (generations in flight); equals the sum of open holds."""
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    low_balance_threshold: Mapped[int] = mapped_column(
+        BigInteger, default=DEFAULT_LOW_BALANCE_THRESHOLD, server_default="50"
+    )
+    """Credits: `balance.low` when `available` falls below it; 0 turns alerts off. On this
+    row because every balance change locks it: crossings are judged under that lock."""
+    alert_state: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")
+    """`ok`, `low` or `depleted`: where the last balance change left the alerts
+    (`app.credits.alerts`)."""
 
 
 class LedgerEntry(Base):
@@ -38,6 +48,15 @@ class LedgerEntry(Base):
         ),
         CheckConstraint("amount <> 0", name="amount_non_zero"),
         Index("ix_ledger_entry_account_seq", "account_id", "seq"),
+        Index("ix_ledger_entry_account_created_at", "account_id", "created_at"),
+        # Support credits a generation back at most once.
+        Index(
+            "uq_ledger_entry_credit_back",
+            "generation_id",
+            unique=True,
+            postgresql_where=text("type = 'adjustment' AND generation_id IS NOT NULL"),
+            sqlite_where=text("type = 'adjustment' AND generation_id IS NOT NULL"),
+        ),
         # Exactly-once by construction: one starter grant per account, one consumption per
         # hold, one purchase per Polar order and one reversal per order and refund level.
         Index(

@@ -3,7 +3,7 @@
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -14,8 +14,33 @@ from app.credits.models import CreditBalance, CreditHold, LedgerEntry
 from app.db import StatementRunner, utcnow
 
 
-async def create_balance(session: AsyncSession, account_id: uuid.UUID) -> CreditBalance:
+class BalanceRow(NamedTuple):
+    """A balance right after a change, with what its alerts are judged by."""
+
+    available: int
+    reserved: int
+    low_balance_threshold: int
+    alert_state: str
+
+
+_BALANCE_ROW = (
+    CreditBalance.available,
+    CreditBalance.reserved,
+    CreditBalance.low_balance_threshold,
+    CreditBalance.alert_state,
+)
+
+
+def _balance_row(row: Any) -> BalanceRow:
+    return BalanceRow(row[0], row[1], row[2], row[3])
+
+
+async def create_balance(
+    session: AsyncSession, account_id: uuid.UUID, *, low_balance_threshold: int | None = None
+) -> CreditBalance:
     balance = CreditBalance(account_id=account_id, available=0, reserved=0)
+    if low_balance_threshold is not None:
+        balance.low_balance_threshold = low_balance_threshold
     session.add(balance)
     await session.flush()
     return balance
@@ -79,9 +104,41 @@ async def lock_balance(session: AsyncSession, account_id: uuid.UUID) -> tuple[in
     return (row.available, row.reserved) if row else None
 
 
+async def balance_row(
+    session: AsyncSession, account_id: uuid.UUID, *, lock: bool = False
+) -> BalanceRow:
+    statement = select(*_BALANCE_ROW).where(CreditBalance.account_id == account_id)
+    if lock:
+        statement = statement.with_for_update()
+    return _balance_row((await session.execute(statement)).one())
+
+
+async def set_alert_state(session: AsyncSession, account_id: uuid.UUID, state: str) -> None:
+    await session.execute(
+        update(CreditBalance)
+        .where(CreditBalance.account_id == account_id)
+        .values(alert_state=state)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def set_threshold(session: AsyncSession, account_id: uuid.UUID, threshold: int) -> BalanceRow:
+    """Change the threshold (locking the row); the balance with the new threshold."""
+    row = (
+        await session.execute(
+            update(CreditBalance)
+            .where(CreditBalance.account_id == account_id)
+            .values(low_balance_threshold=threshold)
+            .returning(*_BALANCE_ROW)
+            .execution_options(synchronize_session=False)
+        )
+    ).one()
+    return _balance_row(row)
+
+
 async def move_to_reserved(
     session: AsyncSession, account_id: uuid.UUID, amount: int
-) -> tuple[int, int] | None:
+) -> BalanceRow | None:
     """Atomically move `amount` from available to reserved if that much is available."""
     row = (
         await session.execute(
@@ -92,32 +149,32 @@ async def move_to_reserved(
                 reserved=CreditBalance.reserved + amount,
                 updated_at=utcnow(),
             )
-            .returning(CreditBalance.available, CreditBalance.reserved)
+            .returning(*_BALANCE_ROW)
             .execution_options(synchronize_session=False)
         )
     ).one_or_none()
-    return (row.available, row.reserved) if row else None
+    return _balance_row(row) if row else None
 
 
 async def take_available(
     session: AsyncSession, account_id: uuid.UUID, amount: int
-) -> tuple[int, int] | None:
+) -> BalanceRow | None:
     """Atomically remove `amount` from available if that much is available."""
     row = (
         await session.execute(
             update(CreditBalance)
             .where(CreditBalance.account_id == account_id, CreditBalance.available >= amount)
             .values(available=CreditBalance.available - amount, updated_at=utcnow())
-            .returning(CreditBalance.available, CreditBalance.reserved)
+            .returning(*_BALANCE_ROW)
             .execution_options(synchronize_session=False)
         )
     ).one_or_none()
-    return (row.available, row.reserved) if row else None
+    return _balance_row(row) if row else None
 
 
 async def apply_delta(
     session: AsyncSession, account_id: uuid.UUID, *, available: int = 0, reserved: int = 0
-) -> tuple[int, int]:
+) -> BalanceRow:
     """Add the deltas; the CHECK constraints refuse any result below zero."""
     row = (
         await session.execute(
@@ -128,11 +185,11 @@ async def apply_delta(
                 reserved=CreditBalance.reserved + reserved,
                 updated_at=utcnow(),
             )
-            .returning(CreditBalance.available, CreditBalance.reserved)
+            .returning(*_BALANCE_ROW)
             .execution_options(synchronize_session=False)
         )
     ).one()
-    return row.available, row.reserved
+    return _balance_row(row)
 
 
 async def insert_entry(session: AsyncSession, entry: LedgerEntry) -> LedgerEntry:

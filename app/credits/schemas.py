@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.accounts.models import SubscriptionStatus
+from app.credits.models import MAX_LOW_BALANCE_THRESHOLD
 from app.validation import FilledText, JsonInt
 
 LedgerEntryType = Literal[
@@ -140,3 +141,17 @@ class AdjustmentCreate(BaseModel):
         if value == 0:
             raise ValueError("must not be zero")
         return value
+
+
+class AlertSettingsRead(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"low_balance_threshold": 50}]})
+
+    low_balance_threshold: int
+    """Credits: `balance.low` is sent when `available` falls below it; 0 = no alerts."""
+
+
+class AlertSettingsUpdate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"low_balance_threshold": 200}]})
+
+    low_balance_threshold: JsonInt = Field(ge=0, le=MAX_LOW_BALANCE_THRESHOLD)
+    """Credits (0 to 10,000,000); 0 turns alerts off."""

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
-from app.credits import repository
+from app.credits import alerts, repository
 from app.credits.models import CreditHold, LedgerEntry
 from app.db import utcnow
 from app.errors import AppError
@@ -116,8 +116,13 @@ def mark_balance_changed(session: AsyncSession, account_id: uuid.UUID) -> None:
     session.info.setdefault(BALANCE_CHANGED_KEY, set()).add(account_id)
 
 
-async def open_account(session: AsyncSession, account_id: uuid.UUID) -> None:
-    await repository.create_balance(session, account_id)
+async def open_account(
+    session: AsyncSession, account_id: uuid.UUID, *, low_balance_threshold: int | None = None
+) -> None:
+    """The account's balance row, with its low-balance threshold (default: the column's)."""
+    await repository.create_balance(
+        session, account_id, low_balance_threshold=low_balance_threshold
+    )
 
 
 async def get_balance(session: AsyncSession, account_id: uuid.UUID) -> Balance:
@@ -156,6 +161,7 @@ async def reserve_many(
     if moved is None:
         current = await repository.get_balance(session, account_id)
         raise InsufficientCredits(needed=total, available=current[0] if current else 0)
+    await alerts.judge(session, account_id, moved, falling=True)
     now = utcnow()
     holds = [
         CreditHold(
@@ -205,9 +211,11 @@ async def settle(
     hold.status = "settled"
     hold.consumed = used
     hold.resolved_at = now
-    available, reserved = await repository.apply_delta(
+    moved = await repository.apply_delta(
         session, hold.account_id, available=hold.amount - used, reserved=-hold.amount
     )
+    await alerts.judge(session, hold.account_id, moved, falling=False)
+    available, reserved = moved.available, moved.reserved
     entry = None
     if used:
         entry = await repository.insert_entry(
@@ -271,10 +279,11 @@ async def settle_many(
         holds = per_account[account_id]
         held = sum(hold.amount for hold in holds)
         used_total = sum(hold.consumed for hold in holds)
-        available, reserved = await repository.apply_delta(
+        moved = await repository.apply_delta(
             session, account_id, available=held - used_total, reserved=-held
         )
-        balance = available + reserved + used_total
+        await alerts.judge(session, account_id, moved, falling=False)
+        balance = moved.available + moved.reserved + used_total
         for hold in holds:
             entry = None
             if hold.consumed:
@@ -405,7 +414,10 @@ async def _return_holds(
     await session.flush()
     for account_id in sorted(per_account):
         amount = per_account[account_id]
-        await repository.apply_delta(session, account_id, available=amount, reserved=-amount)
+        moved = await repository.apply_delta(
+            session, account_id, available=amount, reserved=-amount
+        )
+        await alerts.judge(session, account_id, moved, falling=False)
         mark_balance_changed(session, account_id)
         metrics.count_credits_on_commit(session.info, "released", status, amount)
 
@@ -419,20 +431,25 @@ async def grant(
     description: str,
     purchase_intent_id: uuid.UUID | None = None,
     polar_order_id: str | None = None,
+    generation_id: uuid.UUID | None = None,
+    batch_id: uuid.UUID | None = None,
 ) -> LedgerEntry:
-    """Add credits (starter grant, purchase, positive adjustment)."""
+    """Add credits (starter grant, purchase, positive adjustment, a credit-back)."""
     if amount <= 0:
         raise ValueError("a grant is positive")
-    available, reserved = await repository.apply_delta(session, account_id, available=amount)
+    moved = await repository.apply_delta(session, account_id, available=amount)
+    await alerts.judge(session, account_id, moved, falling=False)
     return await _write_entry(
         session,
         account_id,
         type,
         amount,
-        available + reserved,
+        moved.available + moved.reserved,
         description,
         purchase_intent_id=purchase_intent_id,
         polar_order_id=polar_order_id,
+        generation_id=generation_id,
+        batch_id=batch_id,
     )
 
 
@@ -465,13 +482,13 @@ async def take(
     if moved is None:
         current = await repository.get_balance(session, account_id)
         raise InsufficientCreditsToTake(needed=amount, available=current[0] if current else 0)
-    available, reserved = moved
+    await alerts.judge(session, account_id, moved, falling=True)
     return await _write_entry(
         session,
         account_id,
         type,
         -amount,
-        available + reserved,
+        moved.available + moved.reserved,
         description,
         purchase_intent_id=purchase_intent_id,
         polar_order_id=polar_order_id,

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.credits import alerts
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
 
 FINISHED_ITEM_STATUSES = ("succeeded", "failed", "canceled")
@@ -329,6 +330,7 @@ WITH usable_site AS (
     UPDATE credit_balance
     SET available = available - 1, reserved = reserved + 1, updated_at = $6::timestamptz
     WHERE account_id = $1 AND available >= 1 AND EXISTS (SELECT 1 FROM usable_site)
+      AND /*alerts*/ (ALERT_STATE_AFTER_RESERVE) = alert_state
     RETURNING account_id
 ), hold AS (
     INSERT INTO credit_hold (id, account_id, amount, consumed, status, reference, created_at,
@@ -346,9 +348,15 @@ WITH usable_site AS (
 )
 SELECT pg_notify($10::text, $1::text) FROM generation
 """
+RESERVE_GENERATION_SQL = RESERVE_GENERATION_SQL.replace(
+    "ALERT_STATE_AFTER_RESERVE", alerts.next_state_sql("available - 1")
+)
 """$1 account, $2 site, $3 generation id, $4 hold id, $5 kind, $6 now, $7 expires at,
 $8 input (JSON text), $9 idempotency record id or NULL, $10 the balance channel.
-One row when reserved; none when the site, the balance or anything else says no."""
+One row when reserved; none when the site, the balance or anything else says no, and
+none when this credit would move the balance alerts (`app.credits.alerts`): a crossing
+is judged and its event recorded by the ORM path, in its transaction, under the same row
+lock. (The charge moves `reserved` only, so it never crosses.)"""
 
 CHARGE_GENERATION_SQL = """
 WITH running AS (

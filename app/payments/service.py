@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.accounts.models import Account
 from app.config import Settings
+from app.credits import alerts
 from app.credits import service as credits
 from app.db import utcnow
 from app.errors import AppError, Conflict, NotFound, ServiceNotConfigured
@@ -255,6 +256,14 @@ async def record_paid_order(session: AsyncSession, settings: Settings, order: Po
     except IntegrityError:  # the unique index on the order: granted by a racing delivery
         return "already_granted"
     _complete(intent, order.id)
+    await alerts.record_event(
+        session,
+        account_id,
+        "purchase.completed",
+        package_id=package.id,
+        credits=package.credits,
+        polar_order_id=order.id,
+    )
     if second_first_time:
         # Paid money is never lost: credited all the same, and support decides.
         intent.needs_review = True
@@ -327,6 +336,14 @@ async def record_refunded_order(
     except IntegrityError:
         return "already_reversed"
     taken = -entry.amount if entry is not None else 0
+    if taken:
+        await alerts.record_event(
+            session,
+            purchase.account_id,
+            "purchase.refunded",
+            credits=taken,
+            polar_order_id=order.id,
+        )
     if taken < to_take:
         logger.warning(
             "refund took back less than the order's credits: the rest was already spent",

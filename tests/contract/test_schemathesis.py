@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import ADMIN_TOKEN
+from tests.fakes.event_receiver import SECRET as EVENTS_SECRET
 from tests.fakes.polar_server import running_fake_polar
 from tests.payments.conftest import PRODUCTS
 from tests.polar_webhooks import SECRET
@@ -37,6 +38,11 @@ def test_schemathesis_finds_no_failures(postgres_database, capsys):
             RATE_LIMIT_PURCHASES_BURST="100000",
             RATE_LIMIT_GENERATIONS_PER_MINUTE="100000",
             RATE_LIMIT_GENERATIONS_BURST="100000",
+            # Plugin sign-in and outbound events configured, so their operations answer
+            # as in production (events go to a closed port: every attempt fails, retried).
+            PLUGIN_AUTHORIZE_URL="https://dashboard.rankframe.test/plugin/authorize",
+            EVENTS_WEBHOOK_URL="http://127.0.0.1:9/events",
+            EVENTS_WEBHOOK_SECRET=EVENTS_SECRET,
         ) as (server,),
     ):
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -41,7 +41,12 @@ RESULT = ProviderResult(
 async def pg(tmp_path_factory, fake_anthropic):
     url = await create_database("postgres", str(tmp_path_factory.mktemp("fast")))
     settings = make_settings(
-        Database("postgres", url), anthropic_base_url=fake_anthropic.url, **FAST
+        Database("postgres", url),
+        anthropic_base_url=fake_anthropic.url,
+        # No balance alerts: a reserve crossing the threshold is left to the ORM path
+        # (tests/outbound/test_fast_path_alerts.py), and these customers hold few credits.
+        low_balance_threshold=0,
+        **FAST,
     )
     application = create_app(settings)
     engine = create_engine(settings)

@@ -545,6 +545,261 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/alert-settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Alert Settings
+         * @description The account's low-balance threshold.
+         */
+        get: operations["get_alert_settings"];
+        /**
+         * Update Alert Settings
+         * @description Set the low-balance threshold (0 turns alerts off). The balance is judged against
+         *     the new threshold at once: raising it above `available` sends `balance.low`.
+         */
+        put: operations["update_alert_settings"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/event-deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Event Deliveries
+         * @description Outbound event deliveries, newest first, with every attempt.
+         */
+        get: operations["list_event_deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/event-deliveries/{delivery_id}/redeliver": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Redeliver Event
+         * @description Send a delivered or failed event again, with the same `webhook-id` (and the retry
+         *     schedule from the start). `409 delivery_pending` while it is still being delivered.
+         */
+        post: operations["redeliver_event"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/generations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Support Generations
+         * @description Single generations and batch items alike, newest first, with model, tokens,
+         *     latency and error: what support needs to find the one a customer writes about.
+         */
+        get: operations["list_support_generations"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/generations/{generation_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Support Generation
+         * @description One generation or batch item, with its ledger entries.
+         */
+        get: operations["get_support_generation"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/generations/{generation_id}/credit-back": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Credit Back Generation
+         * @description Give a generation's credit back (an `adjustment` of `+credits_charged` carrying its
+         *     `generation_id`), at most once: `409 already_credited_back`; `409
+         *     nothing_to_credit_back` when it charged nothing.
+         */
+        post: operations["credit_back_generation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/plugin-sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Plugin Session
+         * @description Start a plugin sign-in (no authentication): open `authorize_url` in the browser and
+         *     poll `GET /v1/plugin-sessions/{id}` with the read key. Lives 10 minutes; rate-limited
+         *     per client address.
+         */
+        post: operations["create_plugin_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/plugin-sessions/{session_id}/approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Approve Plugin Session
+         * @description The dashboard, after its own sign-in, approves the session for the account.
+         */
+        post: operations["approve_plugin_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/plugin-sessions/{session_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Poll Plugin Session
+         * @description `202 {status: "pending"}` until approved, then `200` with a new API key exactly once;
+         *     `410` after that or once expired; `404` for a wrong read key.
+         */
+        get: operations["poll_plugin_session"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Usage
+         * @description Credits consumed by completed generations, per day, site or kind, over a range of
+         *     UTC days (default the last 30; at most 366).
+         */
+        get: operations["get_usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/ledger/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export Ledger
+         * @description The account's ledger as CSV (oldest first), streamed: `id, created_at, type, amount,
+         *     balance_after, description, generation_id, batch_id, purchase_intent_id,
+         *     polar_order_id`; optionally only the UTC days `from`..`to`.
+         */
+        get: operations["export_ledger"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/accounts/{account_id}/ledger/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export Account Ledger
+         * @description Any account's ledger as CSV, as the account gets it at `/v1/ledger/export`.
+         */
+        get: operations["export_account_ledger"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/costs": {
         parameters: {
             query?: never;
@@ -651,6 +906,26 @@ export interface components {
             api_keys: components["schemas"]["ApiKeyRead"][];
             /** Purchases Needing Review */
             purchases_needing_review: components["schemas"]["PurchaseReviewRead"][];
+        };
+        /**
+         * AlertSettingsRead
+         * @example {
+         *       "low_balance_threshold": 50
+         *     }
+         */
+        AlertSettingsRead: {
+            /** Low Balance Threshold */
+            low_balance_threshold: number;
+        };
+        /**
+         * AlertSettingsUpdate
+         * @example {
+         *       "low_balance_threshold": 200
+         *     }
+         */
+        AlertSettingsUpdate: {
+            /** Low Balance Threshold */
+            low_balance_threshold: number;
         };
         /**
          * AltTextBatchCreate
@@ -1024,6 +1299,16 @@ export interface components {
             /** Cost Per Credit Usd Micros */
             cost_per_credit_usd_micros: number | null;
         };
+        /**
+         * CreditBackCreate
+         * @example {
+         *       "reason": "Ticket #4182: output cut off by a timeout"
+         *     }
+         */
+        CreditBackCreate: {
+            /** Reason */
+            reason: string;
+        };
         /** CreditPackageList */
         CreditPackageList: {
             /** Packages */
@@ -1065,6 +1350,20 @@ export interface components {
             /** Unavailable Reason */
             unavailable_reason: ("first_time_offer_used" | "subscription_inactive" | "payments_not_configured") | null;
         };
+        /** DeliveryAttemptRead */
+        DeliveryAttemptRead: {
+            /**
+             * Attempted At
+             * Format: date-time
+             */
+            attempted_at: string;
+            /** Status Code */
+            status_code: number | null;
+            /** Error */
+            error: string | null;
+            /** Duration Ms */
+            duration_ms: number;
+        };
         /** EstimateCredits */
         EstimateCredits: {
             /** Meta Titles */
@@ -1095,6 +1394,83 @@ export interface components {
             credits: components["schemas"]["EstimateCredits"];
             /** Recommended Package */
             recommended_package: string;
+        };
+        /** EventDeliveryPage */
+        EventDeliveryPage: {
+            /** Deliveries */
+            deliveries: components["schemas"]["EventDeliveryRead"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /**
+         * EventDeliveryRead
+         * @example {
+         *       "account_id": "5e1b2c3d-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+         *       "attempts": [
+         *         {
+         *           "attempted_at": "2026-12-01T12:00:01Z",
+         *           "duration_ms": 35,
+         *           "status_code": 200
+         *         }
+         *       ],
+         *       "created_at": "2026-12-01T12:00:00Z",
+         *       "delivered_at": "2026-12-01T12:00:01Z",
+         *       "id": "0c9d8e7f-6a5b-4c3d-9e2f-1a0b9c8d7e6f",
+         *       "payload": {
+         *         "data": {
+         *           "account_id": "5e1b2c3d-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+         *           "available": 49,
+         *           "low_balance_threshold": 50,
+         *           "reserved": 1
+         *         },
+         *         "timestamp": "2026-12-01T12:00:00Z",
+         *         "type": "balance.low"
+         *       },
+         *       "status": "delivered",
+         *       "type": "balance.low",
+         *       "webhook_id": "evt_0c9d8e7f6a5b4c3d9e2f1a0b9c8d7e6f"
+         *     }
+         */
+        EventDeliveryRead: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Webhook Id */
+            webhook_id: string;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "balance.low" | "balance.depleted" | "balance.recovered" | "purchase.completed" | "purchase.refunded";
+            /**
+             * Account Id
+             * Format: uuid
+             */
+            account_id: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "pending" | "delivered" | "failed";
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Next Attempt At */
+            next_attempt_at: string | null;
+            /** Delivered At */
+            delivered_at: string | null;
+            /** Failed At */
+            failed_at: string | null;
+            /** Payload */
+            payload: {
+                [key: string]: unknown;
+            };
+            /** Attempts */
+            attempts: components["schemas"]["DeliveryAttemptRead"][];
         };
         /**
          * GenerationCreated
@@ -1364,6 +1740,61 @@ export interface components {
             keywords?: string[] | null;
         };
         /**
+         * PluginSessionApprove
+         * @example {
+         *       "account_id": "5e1b2c3d-4f5a-4b6c-8d7e-9f0a1b2c3d4e"
+         *     }
+         */
+        PluginSessionApprove: {
+            /**
+             * Account Id
+             * Format: uuid
+             */
+            account_id: string;
+        };
+        /** PluginSessionApproved */
+        PluginSessionApproved: {
+            /**
+             * Status
+             * @constant
+             */
+            status: "approved";
+            api_key: components["schemas"]["ApiKeyCreated"];
+        };
+        /**
+         * PluginSessionCreated
+         * @example {
+         *       "authorize_url": "https://dashboard.rankframe.com/plugin/authorize?session=3f1e2d3c-4b5a-4968-8776-655443322110",
+         *       "expires_at": "2026-12-01T12:10:00Z",
+         *       "id": "3f1e2d3c-4b5a-4968-8776-655443322110",
+         *       "read_key": "rfr_q9Jx..."
+         *     }
+         */
+        PluginSessionCreated: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Read Key */
+            read_key: string;
+            /** Authorize Url */
+            authorize_url: string;
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            expires_at: string;
+        };
+        /** PluginSessionPending */
+        PluginSessionPending: {
+            /**
+             * Status
+             * @constant
+             */
+            status: "pending";
+        };
+        /**
          * PurchaseIntentCreate
          * @example {
          *       "package_id": "first_time",
@@ -1549,10 +1980,202 @@ export interface components {
             /** Cancel At Period End */
             cancel_at_period_end: boolean;
         };
+        /**
+         * SupportGenerationDetail
+         * @example {
+         *       "account_id": "5e1b2c3d-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+         *       "completed_at": "2026-12-01T12:00:01Z",
+         *       "created_at": "2026-12-01T12:00:00Z",
+         *       "credits_charged": 1,
+         *       "id": "0c9d8e7f-6a5b-4c3d-9e2f-1a0b9c8d7e6f",
+         *       "input_tokens": 812,
+         *       "kind": "meta_title",
+         *       "latency_ms": 640,
+         *       "model": "claude-haiku-5-5",
+         *       "output_tokens": 19,
+         *       "site_id": "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d",
+         *       "status": "succeeded"
+         *     }
+         */
+        SupportGenerationDetail: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Account Id
+             * Format: uuid
+             */
+            account_id: string;
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /** Batch Id */
+            batch_id: string | null;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "meta_title" | "meta_description" | "alt_text" | "schema";
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "canceled";
+            /** Credits Charged */
+            credits_charged: number;
+            /** Model */
+            model: string | null;
+            /** Input Tokens */
+            input_tokens: number | null;
+            /** Output Tokens */
+            output_tokens: number | null;
+            /** Latency Ms */
+            latency_ms: number | null;
+            /** Error Code */
+            error_code: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Completed At */
+            completed_at: string | null;
+            /** Ledger Entries */
+            ledger_entries: components["schemas"]["LedgerEntryRead"][];
+            /** Credited Back */
+            credited_back: boolean;
+        };
+        /** SupportGenerationPage */
+        SupportGenerationPage: {
+            /** Generations */
+            generations: components["schemas"]["SupportGenerationRead"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /**
+         * SupportGenerationRead
+         * @example {
+         *       "account_id": "5e1b2c3d-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+         *       "completed_at": "2026-12-01T12:00:01Z",
+         *       "created_at": "2026-12-01T12:00:00Z",
+         *       "credits_charged": 1,
+         *       "id": "0c9d8e7f-6a5b-4c3d-9e2f-1a0b9c8d7e6f",
+         *       "input_tokens": 812,
+         *       "kind": "meta_title",
+         *       "latency_ms": 640,
+         *       "model": "claude-haiku-5-5",
+         *       "output_tokens": 19,
+         *       "site_id": "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d",
+         *       "status": "succeeded"
+         *     }
+         */
+        SupportGenerationRead: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Account Id
+             * Format: uuid
+             */
+            account_id: string;
+            /**
+             * Site Id
+             * Format: uuid
+             */
+            site_id: string;
+            /** Batch Id */
+            batch_id: string | null;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "meta_title" | "meta_description" | "alt_text" | "schema";
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "canceled";
+            /** Credits Charged */
+            credits_charged: number;
+            /** Model */
+            model: string | null;
+            /** Input Tokens */
+            input_tokens: number | null;
+            /** Output Tokens */
+            output_tokens: number | null;
+            /** Latency Ms */
+            latency_ms: number | null;
+            /** Error Code */
+            error_code: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Completed At */
+            completed_at: string | null;
+        };
         /** TextOutput */
         TextOutput: {
             /** Text */
             text: string;
+        };
+        /** UsageBucket */
+        UsageBucket: {
+            /** Key */
+            key: string;
+            /** Credits */
+            credits: number;
+            /** Generations */
+            generations: number;
+        };
+        /**
+         * UsageRead
+         * @example {
+         *       "buckets": [
+         *         {
+         *           "credits": 72,
+         *           "generations": 72,
+         *           "key": "2026-11-02"
+         *         },
+         *         {
+         *           "credits": 3,
+         *           "generations": 3,
+         *           "key": "2026-11-05"
+         *         }
+         *       ],
+         *       "from": "2026-11-01",
+         *       "group_by": "day",
+         *       "to": "2026-11-30",
+         *       "total_credits": 75
+         *     }
+         */
+        UsageRead: {
+            /**
+             * Group By
+             * @enum {string}
+             */
+            group_by: "day" | "site" | "kind";
+            /**
+             * From
+             * Format: date
+             */
+            from: string;
+            /**
+             * To
+             * Format: date
+             */
+            to: string;
+            /** Buckets */
+            buckets: components["schemas"]["UsageBucket"][];
+            /** Total Credits */
+            total_credits: number;
         };
         /** WebhookAck */
         WebhookAck: {
@@ -2997,6 +3620,687 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["BatchRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    get_alert_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertSettingsRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    update_alert_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AlertSettingsUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertSettingsRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    list_event_deliveries: {
+        parameters: {
+            query?: {
+                /** @description Only these. */
+                status?: ("pending" | "delivered" | "failed") | null;
+                /** @description One account's events. */
+                account_id?: string | null;
+                /** @description Deliveries per page. */
+                limit?: number;
+                /** @description `next_cursor` of the last page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventDeliveryPage"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    redeliver_event: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                delivery_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventDeliveryRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: `delivery_pending` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+            /** @description Service Unavailable: `service_not_configured` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_support_generations: {
+        parameters: {
+            query?: {
+                /** @description One account's. */
+                account_id?: string | null;
+                /** @description Created at or after (RFC 3339). */
+                from?: string | null;
+                /** @description Created at or before (RFC 3339). */
+                to?: string | null;
+                /** @description Only this status. */
+                status?: ("queued" | "running" | "succeeded" | "failed" | "canceled") | null;
+                /** @description Per page. */
+                limit?: number;
+                /** @description `next_cursor` of the last page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SupportGenerationPage"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    get_support_generation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                generation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SupportGenerationDetail"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    credit_back_generation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                generation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreditBackCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LedgerEntryRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: `already_credited_back`, `nothing_to_credit_back` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    create_plugin_session: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PluginSessionCreated"];
+                };
+            };
+            /** @description Too Many Requests: `rate_limited` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable: `service_not_configured` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    approve_plugin_session: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PluginSessionApprove"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict: `plugin_session_already_approved` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone: `plugin_session_gone` */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+            /** @description Service Unavailable: `service_not_configured` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    poll_plugin_session: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PluginSessionApproved"];
+                };
+            };
+            /** @description Not approved yet: poll again. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PluginSessionPending"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone: `plugin_session_gone` */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+            /** @description Service Unavailable: `service_not_configured` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_usage: {
+        parameters: {
+            query?: {
+                /** @description Bucket by day, site or kind. */
+                group_by?: "day" | "site" | "kind";
+                /** @description `YYYY-MM-DD` (UTC, inclusive). */
+                from?: string | null;
+                /** @description `YYYY-MM-DD` (UTC, inclusive). */
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageRead"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    export_ledger: {
+        parameters: {
+            query?: {
+                /** @description `YYYY-MM-DD` (UTC, inclusive). */
+                from?: string | null;
+                /** @description `YYYY-MM-DD` (UTC, inclusive). */
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": string;
+                };
+            };
+            /** @description Unauthorized: `unauthorized` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation error: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ValidationProblem"];
+                };
+            };
+        };
+    };
+    export_account_ledger: {
+        parameters: {
+            query?: {
+                /** @description `YYYY-MM-DD` (UTC, inclusive). */
+                from?: string | null;
+                /** @description `YYYY-MM-DD` (UTC, inclusive). */
+                to?: string | null;
+            };
+            header?: never;
+            path: {
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": string;
                 };
             };
             /** @description Unauthorized: `unauthorized` */
