@@ -25,6 +25,7 @@ from tests.clients.live import (
     static_site,
 )
 from tests.polar_webhooks import delivery, subscription
+from tests.servers import start_server, stop_server
 
 UI = CLIENTS / "plugin-ui"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -87,13 +88,20 @@ def test_plugin_ui_in_chromium(postgres_database):
         static_site(UI / "dist") as ui_url,
         control_server(service) as control_url,
     ):
+        sign_in = start_server(
+            postgres_database.url, **{**service.env, "PLUGIN_AUTHORIZE_URL": f"{ui_url}/authorize"}
+        )
         env = {
             **service.node_env(),
+            "SIGNIN_API_URL": sign_in.url,
             "PLUGIN_UI_URL": ui_url,
             "CONTROL_URL": control_url,
             "CHROMIUM_PATH": CHROMIUM,
         }
-        run = npm("plugin-ui", "test", env=env, timeout=600)
+        try:
+            run = npm("plugin-ui", "test", env=env, timeout=600)
+        finally:
+            stop_server(sign_in)
     print(run.stdout[-4000:])
     assert run.returncode == 0, run.stdout[-10000:] + run.stderr[-4000:]
-    assert_all_passed(run.stdout, at_least=13)
+    assert_all_passed(run.stdout, at_least=14)
