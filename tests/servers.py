@@ -42,10 +42,15 @@ class ServerProcess:
 
 
 def start_server(
-    database_url: str, *, uvicorn_args: Sequence[str] = (), **env: str
+    database_url: str,
+    port: int | None = None,
+    *,
+    uvicorn_args: Sequence[str] = (),
+    **env: str,
 ) -> ServerProcess:
-    """`uvicorn app.main:app` on a free port; `uvicorn_args` are added to its command."""
-    port = free_port()
+    """`uvicorn app.main:app` on `port` (a free one by default); `uvicorn_args` are added
+    to its command."""
+    port = port or free_port()
     environment = {
         **os.environ,
         "DATABASE_URL": database_url,

@@ -63,7 +63,7 @@ async def test_intent_opens_a_polar_checkout_through_the_sdk(pay_client, polar):
         30_000,
         10_000,
     )
-    assert intent["checkout_url"].startswith("https://sandbox.polar.sh/checkout/")
+    assert intent["checkout_url"].startswith(f"{polar.url}/checkout/polar_c_")
     read = await pay_client.get(f"/v1/purchase-intents/{intent['id']}", headers=account.auth)
     assert read.status_code == 200
     assert read.json() == intent

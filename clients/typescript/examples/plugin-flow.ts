@@ -3,11 +3,11 @@
  * read the balance badge, list packages, create a purchase intent, connect a site,
  * generate a meta title, start a bulk alt-text batch and follow it to the end.
  *
- * Usage: node dist/plugin-flow.js <baseUrl> <apiKey>
+ * Usage: node build-test/examples/plugin-flow.js <baseUrl> <apiKey>
  * Prints one JSON line of what it saw; exits non-zero on any unexpected answer.
  */
 import assert from "node:assert/strict";
-import { createCreditsClient, raiseProblem } from "./client.js";
+import { createCreditsClient, followBatch, raiseProblem } from "@rankframe/credits-client";
 
 async function main(): Promise<void> {
   const [baseUrl, apiKey] = process.argv.slice(2);
@@ -73,8 +73,13 @@ async function main(): Promise<void> {
   });
   if (!batch.data) raiseProblem(batch.response, batch.error);
   assert.equal(batch.data.total, 3);
-  const events = await followBatch(baseUrl, apiKey, batch.data.id);
-  assert.equal(events.at(-1)?.event, "done");
+  const events: string[] = [];
+  const done = await followBatch(api, batch.data.id, {
+    onProgress: () => events.push("progress"),
+    onDone: () => events.push("done"),
+    signal: AbortSignal.timeout(60_000),
+  });
+  assert.equal(done?.status, "completed");
 
   const finished = await api.GET("/v1/generation-batches/{batch_id}", {
     params: { path: { batch_id: batch.data.id } },
@@ -97,45 +102,9 @@ async function main(): Promise<void> {
       intent: intent.data.status,
       title: output.text,
       batch: finished.data.status,
-      events: events.map((e) => e.event),
+      events,
     }),
   );
-}
-
-interface SseEvent {
-  event: string;
-  data: string;
-}
-
-/** Read the batch's event stream until `done` (the plugin's progress bar). */
-async function followBatch(baseUrl: string, apiKey: string, batchId: string): Promise<SseEvent[]> {
-  const response = await fetch(`${baseUrl}/v1/generation-batches/${batchId}/events`, {
-    headers: { Authorization: `Bearer ${apiKey}`, Accept: "text/event-stream" },
-    signal: AbortSignal.timeout(60_000),
-  });
-  assert.equal(response.status, 200);
-  assert.ok(response.body);
-  const events: SseEvent[] = [];
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for await (const chunk of response.body) {
-    buffer += decoder.decode(chunk as Uint8Array, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let event = "message";
-      const data: string[] = [];
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) event = line.slice(6).trim();
-        else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
-      }
-      if (data.length === 0) continue; // a heartbeat comment
-      events.push({ event, data: data.join("\n") });
-      if (event === "done") return events;
-    }
-  }
-  throw new Error("the batch stream ended without `done`");
 }
 
 main().catch((error: unknown) => {
