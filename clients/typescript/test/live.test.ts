@@ -193,13 +193,17 @@ describe("followBatch", () => {
       }));
       const batch = await createBatch(direct, { kind: "alt_text", site_id: site.id, items: slow });
       const finishedItems = new Set<number>();
+      let itemEvents = 0;
       let cut = false;
       let canceled = false;
       const done = await followBatch(client, batch.id, {
         retryMs: 50,
         signal: AbortSignal.timeout(60_000),
         onProgress: ({ item }) => {
-          if (item) finishedItems.add(item.index);
+          if (item) {
+            finishedItems.add(item.index);
+            itemEvents += 1;
+          }
           if (item && !cut) {
             cut = true;
             setTimeout(() => proxy.dropAll(), 0);
@@ -210,7 +214,15 @@ describe("followBatch", () => {
         },
       });
       assert.ok(cut && canceled);
-      assert.ok(proxy.lastEventIds(`/v1/generation-batches/${batch.id}/events`).length >= 2);
+      const resumes = proxy.lastEventIds(`/v1/generation-batches/${batch.id}/events`);
+      assert.ok(resumes.length >= 2, "it reconnected");
+      assert.equal(resumes[0], null, "the first connection resumes nothing");
+      assert.match(resumes[1] ?? "", /\S/, `the reconnect resumes after the last id: ${resumes}`);
+      assert.equal(
+        finishedItems.size,
+        itemEvents,
+        `no item reported twice across the reconnect: ${itemEvents} events, ${[...finishedItems]}`,
+      );
       assert.equal(done?.status, "canceled");
       const final = await getBatch(direct, batch.id);
       assert.equal(final.succeeded + final.failed + final.canceled, 30);
