@@ -1,13 +1,31 @@
-"""`Idempotency-Key` handling: one stored response per (scope, key).
+"""`Idempotency-Key` handling: one stored response per (scope, key), and the one guard every
+idempotent endpoint goes through.
 
 The record is inserted with `ON CONFLICT DO NOTHING` before the work is done: only the
 request whose insert created the row does the work, in the same transaction or (for
-generations, which call a provider between transactions) in a later one. A repeat with the
-same key and request gets the stored response; with another request, `409`.
+generations and purchase intents, which call a provider between transactions) in a later
+one. A repeat with the same key and request gets the stored response; with another
+request, `409 idempotency_key_reused`; while the first is still working, `409
+idempotent_request_in_progress` (or, for callers that wait, `InProgress`).
+
+The guard, used by services (never by routers):
+
+    request = idempotency.IdempotentRequest.of(scope, key, "POST", path, body)
+    started = await idempotency.begin(session, request)   # None when no key was sent
+    if isinstance(started, idempotency.Replay):
+        return started.response()
+    ...the work...
+    await idempotency.finish(session, started, status_code, body)
+
+`finish` with a `503` frees the key instead of storing the answer: a 503 is not final (the
+provider or the database was unavailable, or the service was shutting down), so a retry
+with the same key does the work anew. `release` frees it when the work failed before any
+effect.
 """
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,6 +96,15 @@ class InProgress:
     record_id: int
 
 
+ADMIN_SCOPE = "admin"
+"""The scope of keys sent with the admin token."""
+
+
+def account_scope(account_id: uuid.UUID) -> str:
+    """The scope of keys sent by an account's API key or plugin session."""
+    return f"account:{account_id}"
+
+
 def fingerprint(method: str, path: str, body: Any) -> str:
     canonical = json.dumps([method.upper(), path, body], sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -135,3 +162,54 @@ async def abandon(session: AsyncSession, claimed: Claim) -> None:
     if record is not None and record.status_code is None:
         await session.delete(record)
         await session.flush()
+
+
+@dataclass(frozen=True)
+class IdempotentRequest:
+    """One request as the guard sees it: whose key, the key (or None), and the fingerprint
+    of the request it was first sent with."""
+
+    scope: str
+    key: str | None
+    fingerprint: str
+
+    @classmethod
+    def of(
+        cls, scope: str, key: str | None, method: str, path: str, body: Any
+    ) -> "IdempotentRequest":
+        return cls(scope, key, fingerprint(method, path, body))
+
+
+async def try_begin(
+    session: AsyncSession, request: IdempotentRequest
+) -> Claim | Replay | InProgress | None:
+    """Claim the key for this request, or find its stored answer, or find it in progress.
+    None when the request carries no key (the work runs unguarded)."""
+    if request.key is None:
+        return None
+    return await claim(session, request.scope, request.key, request.fingerprint)
+
+
+async def begin(session: AsyncSession, request: IdempotentRequest) -> Claim | Replay | None:
+    """As `try_begin`, for callers that do not wait: a key still in progress is
+    `409 idempotent_request_in_progress` with `Retry-After`."""
+    started = await try_begin(session, request)
+    if isinstance(started, InProgress):
+        raise IdempotentRequestInProgress("Retry shortly.", headers={"Retry-After": "1"})
+    return started
+
+
+async def finish(session: AsyncSession, started: Claim | None, status_code: int, body: Any) -> None:
+    """Store the answer for the key's replays; a 503 frees the key instead (not final)."""
+    if started is None:
+        return
+    if status_code == 503:
+        await abandon(session, started)
+        return
+    await complete(session, started, status_code, body)
+
+
+async def release(session: AsyncSession, started: Claim | None) -> None:
+    """Free the key: the work failed before any effect, so a retry may do it."""
+    if started is not None:
+        await abandon(session, started)

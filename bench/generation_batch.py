@@ -40,7 +40,7 @@ from sqlalchemy import text
 
 from app.config import Settings
 from app.db import create_engine, utcnow
-from app.generation.repository import FAIR_CLAIM_SQL
+from app.generation.fair import FAIR_CLAIM_SQL
 from tests.conftest import ADMIN, run_alembic
 from tests.generation.conftest import create_database, drop_database
 from tests.servers import ServerProcess, free_port, start_server, stop_server

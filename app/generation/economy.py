@@ -41,6 +41,7 @@ from app.credits import service as credits
 from app.credits.service import Charge, HoldOutcome
 from app.db import utcnow
 from app.generation import economy_repository as repository
+from app.generation import queue
 from app.generation import repository as batches
 from app.generation.lifecycle import ItemState
 from app.generation.models import GenerationBatch, GenerationBatchItem, ProviderBatch
@@ -210,7 +211,7 @@ class EconomyBatches:
                     for item, _ in found:
                         if item.claim_token == token:
                             item.status = ItemState.GENERATING
-                await batches.mark_batch_running(session, claimed[0].batch_id)
+                await queue.mark_batch_running(session, claimed[0].batch_id)
         if not claimed:
             return True
         if self.anthropic is None:
@@ -277,7 +278,7 @@ class EconomyBatches:
                 self.runtime.provider, self.settings, one.kind, one.payload
             )
             async with self.runtime.sessionmaker() as session, session.begin():
-                items = await batches.lock_items(session, [one.item_id])
+                items = await queue.lock_items(session, [one.item_id])
                 item = items.get(one.item_id)
                 if item is None or item.status != ItemState.GENERATING or item.claim_token != token:
                     continue
@@ -492,7 +493,7 @@ class EconomyBatches:
 
     async def _complete(self, batch_id: uuid.UUID) -> None:
         async with self.runtime.sessionmaker() as session, session.begin():
-            await batches.complete_batch_if_done(session, batch_id, utcnow())
+            await queue.complete_batch_if_done(session, batch_id, utcnow())
 
     # --- canceling ---
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.generation import lifecycle, repository
+from app.generation import lifecycle, queue
 from app.generation.models import GenerationBatch, GenerationBatchItem
 from app.generation.schemas import BatchItemRead
 
@@ -158,12 +158,12 @@ class BatchFeeds:
     async def _read(self, feed: BatchFeed) -> bool:
         self.polls += 1
         async with self._sessionmaker() as session:
-            batch = await repository.batch_event_head(session, feed.batch_id)
+            batch = await queue.batch_event_head(session, feed.batch_id)
             if batch is None:
                 return False
             items: list[GenerationBatchItem] = []
             if batch.event_seq > feed.head:
-                items = await repository.items_after(session, feed.batch_id, feed.head)
+                items = await queue.items_after(session, feed.batch_id, feed.head)
         return feed.add(batch, items)
 
 

@@ -41,7 +41,7 @@ from app.errors import (
     app_error_body,
     is_database_unavailable,
 )
-from app.generation import economy_repository, lifecycle, pricing, repository
+from app.generation import economy_repository, lifecycle, pricing, queue, repository
 from app.generation.events import BatchFeeds, StreamEvent, follow_batch, parse_last_event_id
 from app.generation.limiter import AdaptiveLimiter, SlotUnavailable
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
@@ -1083,10 +1083,10 @@ async def cancel_batch(
         now = utcnow()
         batch.status = "canceled"
         batch.canceled_at = now
-        hold_ids = await repository.cancel_unstarted_items(session, batch, now)
+        hold_ids = await queue.cancel_unstarted_items(session, batch, now)
         if batch.priority == "economy":
             hold_ids += await economy_repository.cancel_submitted_items(session, batch_id, now)
-            await repository.number_finished_items(session, batch)
+            await queue.number_finished_items(session, batch)
         await credits.release_many(session, hold_ids, now=now)
         await session.flush()
     return batch_read(batch, await repository.item_counts(session, batch_id))

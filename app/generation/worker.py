@@ -25,7 +25,7 @@ from app.config import Settings
 from app.credits import service as credits
 from app.credits.service import Charge, HoldOutcome
 from app.db import StatementRunner, utcnow
-from app.generation import repository
+from app.generation import queue
 from app.generation.lifecycle import LEASED, ItemState, check_move
 from app.generation.limiter import AdaptiveLimiter
 from app.generation.providers import create_provider
@@ -126,7 +126,7 @@ class BatchWorkers:
         # queued here when the claimer was cancelled).
         with contextlib.suppress(Exception):
             async with self.runtime.sessionmaker() as session, session.begin():
-                await repository.hand_back_all(session, self.instance_id)
+                await queue.hand_back_all(session, self.instance_id)
 
     # --- claiming ---
 
@@ -164,7 +164,7 @@ class BatchWorkers:
         now = utcnow()
         token = uuid.uuid4()
         async with self.runtime.sessionmaker() as session, session.begin():
-            rows = await repository.claim_fairly(
+            rows = await queue.claim_fairly(
                 session,
                 now,
                 limit,
@@ -204,12 +204,10 @@ class BatchWorkers:
 
     async def _mark_batches_claimed(self, batch_ids: list[uuid.UUID], now: datetime) -> None:
         if self.runtime.statements is not None:  # PostgreSQL: one statement
-            await self.runtime.statements.fetchrow(
-                repository.MARK_BATCHES_CLAIMED_SQL, batch_ids, now
-            )
+            await self.runtime.statements.fetchrow(queue.MARK_BATCHES_CLAIMED_SQL, batch_ids, now)
             return
         async with self.runtime.sessionmaker() as session, session.begin():
-            await repository.mark_batches_claimed(session, batch_ids, now)
+            await queue.mark_batches_claimed(session, batch_ids, now)
 
     async def _complete_touched(self) -> None:
         """Nothing left to claim: mark finished any batch this instance worked on whose
@@ -218,8 +216,8 @@ class BatchWorkers:
         for batch_id in list(self._touched):
             try:
                 async with self.runtime.sessionmaker() as session, session.begin():
-                    await repository.complete_batch_if_done(session, batch_id, utcnow())
-                    still_pending = not await repository.is_finished(session, batch_id)
+                    await queue.complete_batch_if_done(session, batch_id, utcnow())
+                    still_pending = not await queue.is_finished(session, batch_id)
             except Exception:
                 logger.exception("checking batch %s for completion failed", batch_id)
                 continue
@@ -267,14 +265,14 @@ class BatchWorkers:
         statements = self.runtime.statements
         if statements is not None:  # PostgreSQL: one statement, one round trip
             row = await statements.fetchrow(
-                repository.START_GENERATING_SQL,
+                queue.START_GENERATING_SQL,
                 [item_id for item_id, _ in claims],
                 [token for _, token in claims],
                 lease_until,
             )
             return set(row["ids"])
         async with self.runtime.sessionmaker() as session, session.begin():
-            return await repository.start_generating(session, claims, lease_until)
+            return await queue.start_generating(session, claims, lease_until)
 
     async def _start_waiting(self) -> None:
         await asyncio.sleep(0)  # let workers finishing in the same instant join this update
@@ -328,8 +326,8 @@ class BatchWorkers:
         that finishes takes its batch's next event number."""
         now = utcnow()
         async with self.runtime.sessionmaker() as session, session.begin():
-            batches = await repository.lock_batches(session, [c.batch_id for c, _ in results])
-            items = await repository.lock_items(
+            batches = await queue.lock_batches(session, [c.batch_id for c, _ in results])
+            items = await queue.lock_items(
                 session, [claimed.item_id for claimed, _ in results], with_input=False
             )
             owned = []
@@ -381,15 +379,15 @@ class BatchWorkers:
             # later one sees both. Not only when the claimer runs dry, so a batch beside a
             # long one completes as soon as its last item does.
             for batch_id in sorted(batches):
-                await repository.complete_batch_if_done(session, batch_id, now)
+                await queue.complete_batch_if_done(session, batch_id, now)
 
     async def _hand_back(self, claimed: _Claimed) -> None:
         """Shutting down: the item goes back to the queue (its claim not counted), or is
         canceled if its batch was canceled meanwhile."""
         now = utcnow()
         async with self.runtime.sessionmaker() as session, session.begin():
-            batch = (await repository.lock_batches(session, [claimed.batch_id]))[claimed.batch_id]
-            locked = await repository.lock_items(session, [claimed.item_id], with_input=False)
+            batch = (await queue.lock_batches(session, [claimed.batch_id]))[claimed.batch_id]
+            locked = await queue.lock_items(session, [claimed.item_id], with_input=False)
             item = locked.get(claimed.item_id)
             if item is None or item.status not in LEASED or item.claim_token != claimed.token:
                 return
@@ -398,7 +396,7 @@ class BatchWorkers:
                 await credits.release(session, item.hold_id, now=now)
                 return
             check_move(item.status, ItemState.QUEUED)
-            await repository.unclaim(session, item.id, claimed.token, spend_attempt=False)
+            await queue.unclaim(session, item.id, claimed.token, spend_attempt=False)
 
     # --- the heartbeat ---
 
@@ -420,26 +418,26 @@ class BatchWorkers:
         ttl = timedelta(seconds=settings.batch_hold_ttl_seconds)
         async with self.runtime.sessionmaker() as session, session.begin():
             lease_until = utcnow() + timedelta(seconds=settings.batch_lease_seconds)
-            own = await repository.renew_leases(session, self.instance_id, lease_until)
+            own = await queue.renew_leases(session, self.instance_id, lease_until)
             await credits.keep_alive(session, own, ttl=ttl, skip_locked=True)
         async with self.runtime.sessionmaker() as session, session.begin():
-            stale = await repository.canceled_batches_with_stale_items(session, utcnow())
+            stale = await queue.canceled_batches_with_stale_items(session, utcnow())
         for batch_id in stale:
             async with self.runtime.sessionmaker() as session, session.begin():
                 now = utcnow()
-                batch = (await repository.lock_batches(session, [batch_id]))[batch_id]
-                holds = await repository.cancel_stale_items(session, batch, now)
+                batch = (await queue.lock_batches(session, [batch_id]))[batch_id]
+                holds = await queue.cancel_stale_items(session, batch, now)
                 await credits.release_many(session, holds, now=now)
         async with self.runtime.sessionmaker() as session, session.begin():
-            unnumbered = await repository.batches_with_unnumbered_items(session)
+            unnumbered = await queue.batches_with_unnumbered_items(session)
         for batch_id in unnumbered:
             async with self.runtime.sessionmaker() as session, session.begin():
-                batch = (await repository.lock_batches(session, [batch_id]))[batch_id]
-                await repository.number_finished_items(session, batch)
+                batch = (await queue.lock_batches(session, [batch_id]))[batch_id]
+                await queue.number_finished_items(session, batch)
         async with self.runtime.sessionmaker() as session, session.begin():
-            await repository.complete_finished_batches(session, utcnow())
+            await queue.complete_finished_batches(session, utcnow())
         async with self.runtime.sessionmaker() as session, session.begin():
-            queued = await repository.queued_item_holds(session)
+            queued = await queue.queued_item_holds(session)
         for start in range(0, len(queued), HOLD_CHUNK):
             async with self.runtime.sessionmaker() as session, session.begin():
                 chunk = queued[start : start + HOLD_CHUNK]
@@ -457,7 +455,7 @@ def _finish(item: Any, batch: Any, state: ItemState, now: Any) -> None:
     item.finished_at = now
     item.claimed_until = None
     item.claim_token = None
-    item.event_seq = repository.next_event_seq(batch)
+    item.event_seq = queue.next_event_seq(batch)
 
 
 def _fail(item: Any, batch: Any, reason: str, detail: str, now: Any) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import insert, select
 from app.accounts.models import Account, Site
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker, utcnow
-from app.generation import repository
+from app.generation import queue
 from app.generation.models import GenerationBatch, GenerationBatchItem
 from tests.conftest import BACKENDS
 from tests.generation.conftest import create_database, drop_database
@@ -84,7 +84,7 @@ async def add_account(session):
 
 async def claim(session, limit, token=None):
     now = utcnow()
-    return await repository.claim_fairly(
+    return await queue.claim_fairly(
         session,
         now,
         limit,
@@ -151,7 +151,7 @@ async def test_round_robin_over_accounts_then_batches(sessionmaker):
             ).scalars()
         }
         assert statuses == {"claimed"}
-        await repository.mark_batches_claimed(session, {row.batch_id for row in rows}, utcnow())
+        await queue.mark_batches_claimed(session, {row.batch_id for row in rows}, utcnow())
         again = await claim(session, 100)
         assert not {row.id for row in again} & {row.id for row in rows}
         assert canceled not in {row.batch_id for row in again}
@@ -178,7 +178,7 @@ async def test_both_spellings_of_the_start_move_exactly_the_claims_still_valid(p
     items still claimed under the given token, of batches not canceled, move."""
     import asyncpg
 
-    from app.generation.repository import START_GENERATING_SQL
+    from app.generation.queue import START_GENERATING_SQL
     from tests.conftest import DEFAULT_PG
 
     sessionmaker = pg_sessionmaker
@@ -201,7 +201,7 @@ async def test_both_spellings_of_the_start_move_exactly_the_claims_still_valid(p
         lease = now + timedelta(seconds=30)
         if spelling == "orm":
             async with sessionmaker() as session, session.begin():
-                moved = await repository.start_generating(session, claims, lease)
+                moved = await queue.start_generating(session, claims, lease)
         else:
             async with sessionmaker() as session:
                 url = session.get_bind().url.set(drivername="postgresql")
