@@ -162,7 +162,7 @@ async def _reconcile(as_json: bool) -> int:
 async def _sweep_holds() -> int:
     from app.credits.sweeper import sweep_once
     from app.db import create_sessionmaker
-    from app.generation.service import fail_interrupted_generations
+    from app.generation.recovery import fail_interrupted_generations
 
     engine = await _engine(_settings())
     try:

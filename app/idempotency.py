@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from fastapi.responses import JSONResponse
 from sqlalchemy import JSON, Integer, String, UniqueConstraint, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -213,3 +214,42 @@ async def release(session: AsyncSession, started: Claim | None) -> None:
     """Free the key: the work failed before any effect, so a retry may do it."""
     if started is not None:
         await abandon(session, started)
+
+
+# --- the same records on the driver (asyncpg), for the single generation's fast path ---
+
+_CLAIM_ON_DRIVER_SQL = """
+INSERT INTO idempotency_record (scope, key, fingerprint, created_at)
+VALUES ($1::text, $2::text, $3::text, $4::timestamptz)
+ON CONFLICT (scope, key) DO NOTHING
+RETURNING id
+"""
+
+_COMPLETE_ON_DRIVER_SQL = """
+UPDATE idempotency_record
+SET status_code = $2::int, response_body = $3::text::json, completed_at = $4::timestamptz
+WHERE id = $1::bigint
+"""
+
+
+async def claim_on_driver(
+    connection: asyncpg.Connection, request: IdempotentRequest, now: datetime
+) -> Claim | None:
+    """`claim` on an asyncpg connection in a transaction: the key's `Claim` when this
+    request created its record, None when the key was used before (the ORM path then
+    replays, waits or refuses, by `try_begin`). The request must carry a key."""
+    if request.key is None:
+        raise ValueError("claim_on_driver needs a request with a key")
+    record_id = await connection.fetchval(
+        _CLAIM_ON_DRIVER_SQL, request.scope, request.key, request.fingerprint, now
+    )
+    return None if record_id is None else Claim(record_id)
+
+
+async def complete_on_driver(
+    connection: asyncpg.Connection, claimed: Claim, status_code: int, body: Any, now: datetime
+) -> None:
+    """`complete` on an asyncpg connection (in the transaction of the work it answers)."""
+    await connection.execute(
+        _COMPLETE_ON_DRIVER_SQL, claimed.record_id, status_code, json.dumps(body), now
+    )

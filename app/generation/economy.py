@@ -43,6 +43,7 @@ from app.db import utcnow
 from app.generation import economy_repository as repository
 from app.generation import queue
 from app.generation import repository as batches
+from app.generation.calls import call_provider, count_usage
 from app.generation.lifecycle import ItemState
 from app.generation.models import GenerationBatch, GenerationBatchItem, ProviderBatch
 from app.generation.outputs import InvalidOutput
@@ -53,12 +54,8 @@ from app.generation.providers.base import (
     ProviderError,
     ProviderResult,
 )
-from app.generation.service import (
-    KIND_LABELS,
-    GenerationRuntime,
-    call_provider,
-    count_usage,
-)
+from app.generation.runtime import GenerationRuntime
+from app.generation.views import KIND_LABELS
 
 logger = logging.getLogger(__name__)
 

@@ -97,7 +97,7 @@ FINISHED_PUBLISHED = frozenset(lifecycle.published(state) for state in lifecycle
 
 
 def _item_read(item: GenerationBatchItem) -> BatchItemRead:
-    from app.generation.service import item_read  # the one item view (service imports us)
+    from app.generation.views import item_read  # the one item view
 
     return item_read(item)
 

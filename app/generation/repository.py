@@ -9,8 +9,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.credits import alerts
-from app.credits.repository import RATE_TOKENS
+from app.credits import statements
 from app.generation import lifecycle
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
 
@@ -124,94 +123,60 @@ async def list_items(session: AsyncSession, batch_id: uuid.UUID) -> list[Generat
     return list((await session.execute(statement)).scalars())
 
 
-# --- the single generation's fast path on PostgreSQL (asyncpg, `app.db.StatementRunner`) ---
+# --- the generation's part of the single generation's fast path (`app.generation.fast_path`) ---
 #
-# Each statement is atomic on its own and does, in one round trip, what the ORM path does in
-# several; on anything unusual it changes nothing and returns no row, and the caller takes
-# the ORM path, which knows every rule and error. The balance row is locked only inside
-# the statement, so a hot account is serialized by PostgreSQL alone, not by round trips.
+# The credit parts (the hold, the balance, the ledger entry, the notification) are the
+# ledger's (`app.credits.statements`); these are the `generation` row's, spliced in.
 
-RESERVE_GENERATION_SQL = """
-WITH usable_site AS (
+RESERVE_GENERATION_SQL = statements.reserve_one_sql(
+    account_id="$1",
+    hold_id="$4",
+    reference="'generation:' || $3::uuid::text",
+    now="$6",
+    expires_at="$7",
+    rate="$11",
+    burst="$12",
+    channel="$10",
+    before="""usable_site AS (
     SELECT id FROM site WHERE id = $2::uuid AND account_id = $1::uuid AND deleted_at IS NULL
-), balance AS (
-    UPDATE credit_balance
-    SET available = available - 1, reserved = reserved + 1, updated_at = $6::timestamptz,
-        rate_tokens = {tokens} - 1, rate_updated_at = $6
-    WHERE account_id = $1 AND available >= 1 AND EXISTS (SELECT 1 FROM usable_site)
-      AND {tokens} >= 1
-      AND /*alerts*/ (ALERT_STATE_AFTER_RESERVE) = alert_state
-    RETURNING account_id
-), hold AS (
-    INSERT INTO credit_hold (id, account_id, amount, consumed, status, reference, created_at,
-                             expires_at)
-    SELECT $4::uuid, account_id, 1, 0, 'open', 'generation:' || $3::uuid::text, $6,
-           $7::timestamptz
-    FROM balance
-    RETURNING id
-), generation AS (
+)""",
+    precondition="EXISTS (SELECT 1 FROM usable_site)",
+    owner="""generation AS (
     INSERT INTO generation (id, account_id, site_id, kind, status, input, hold_id, expires_at,
                             idempotency_record_id, credits_charged, created_at)
-    SELECT $3, $1, $2, $5::text, 'running', $8::text::json, id, $7, $9::bigint, 0, $6
+    SELECT $3::uuid, $1::uuid, $2::uuid, $5::text, 'running', $8::text::json, id,
+           $7::timestamptz, $9::bigint, 0, $6::timestamptz
     FROM hold
     RETURNING id
-)
-SELECT pg_notify($10::text, $1::text) FROM generation
-""".format(tokens=RATE_TOKENS.format(now="$6", rate="$11::float8", burst="$12::float8"))
-RESERVE_GENERATION_SQL = RESERVE_GENERATION_SQL.replace(
-    "ALERT_STATE_AFTER_RESERVE", alerts.next_state_sql("available - 1")
+)""",
 )
 """$1 account, $2 site, $3 generation id, $4 hold id, $5 kind, $6 now, $7 expires at,
 $8 input (JSON text), $9 idempotency record id or NULL, $10 the balance channel, $11 the
 rate bucket's refill per second, $12 its burst. One row when reserved (a token of the
-account's rate bucket taken with the credit); none when the site, the balance, the bucket
-or anything else says no, and none when this credit would move the balance alerts
-(`app.credits.alerts`): a crossing is judged and its event recorded by the ORM path, in its
-transaction, under the same row lock. (The charge moves `reserved` only, so it never
-crosses.)"""
-CHARGE_GENERATION_SQL = """
-WITH running AS (
+account's rate bucket taken with the credit) and the generation `running`; none when the
+site, the balance, the bucket or the alerts say no (`statements.reserve_one_sql`)."""
+
+CHARGE_GENERATION_SQL = statements.settle_one_sql(
+    hold_id="$2",
+    now="$3",
+    entry_id="$9",
+    description="$10",
+    generation_id="$1",
+    channel="$11",
+    before="""running AS (
     SELECT id FROM generation WHERE id = $1::uuid AND status = 'running' FOR UPDATE
-), hold AS (
-    UPDATE credit_hold SET status = 'settled', consumed = 1, resolved_at = $3::timestamptz
-    WHERE id = $2::uuid AND status = 'open' AND expires_at > $3 AND amount = 1
-      AND EXISTS (SELECT 1 FROM running)
-    RETURNING account_id
-), generation AS (
+)""",
+    precondition="EXISTS (SELECT 1 FROM running)",
+    owner="""generation AS (
     UPDATE generation
-    SET status = 'succeeded', output = $4::text::json, credits_charged = 1, completed_at = $3,
-        model = $5::text, input_tokens = $6::int, output_tokens = $7::int, latency_ms = $8::int
-    WHERE id = $1 AND EXISTS (SELECT 1 FROM hold)
+    SET status = 'succeeded', output = $4::text::json, credits_charged = 1,
+        completed_at = $3::timestamptz, model = $5::text, input_tokens = $6::int,
+        output_tokens = $7::int, latency_ms = $8::int
+    WHERE id = $1::uuid AND EXISTS (SELECT 1 FROM hold)
     RETURNING account_id
-), balance AS (
-    UPDATE credit_balance SET reserved = reserved - 1, updated_at = $3
-    WHERE account_id = (SELECT account_id FROM generation)
-    RETURNING account_id, available, reserved
-), entry AS (
-    INSERT INTO ledger_entry (id, account_id, type, amount, balance_after, description,
-                              hold_id, generation_id, created_at)
-    SELECT $9::uuid, account_id, 'consumption', -1, available + reserved, $10::text, $2, $1,
-           $3
-    FROM balance
-    RETURNING account_id
+)""",
 )
-SELECT balance.available, balance.reserved, pg_notify($11::text, balance.account_id::text)
-FROM balance JOIN entry ON entry.account_id = balance.account_id
-"""
 """$1 generation, $2 its hold, $3 now, $4 output (JSON text), $5 model, $6 input tokens,
 $7 output tokens, $8 latency ms, $9 ledger entry id, $10 description, $11 the balance
 channel. One row (the balance after) when charged; none when the generation is no longer
 running or its hold is not open and unexpired (the ORM path then decides)."""
-
-CLAIM_IDEMPOTENCY_KEY_SQL = """
-INSERT INTO idempotency_record (scope, key, fingerprint, created_at)
-VALUES ($1::text, $2::text, $3::text, $4::timestamptz)
-ON CONFLICT (scope, key) DO NOTHING
-RETURNING id
-"""
-
-COMPLETE_IDEMPOTENCY_KEY_SQL = """
-UPDATE idempotency_record
-SET status_code = $2::int, response_body = $3::text::json, completed_at = $4::timestamptz
-WHERE id = $1::bigint
-"""

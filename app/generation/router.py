@@ -2,14 +2,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Request
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app import idempotency
 from app.accounts.dependencies import BearerKey, CurrentAccount
 from app.accounts.service import SubscriptionInactive, key_lookup_id
-from app.credits.events import BalanceBroadcaster, until_revoked
+from app.credits.events import until_revoked
 from app.credits.service import InsufficientCredits
 from app.db import Session
 from app.errors import (
@@ -20,9 +19,9 @@ from app.errors import (
     Unauthorized,
     problem_responses,
 )
-from app.generation import service
-from app.generation.economy import EconomyBatches
-from app.generation.providers.base import GenerationKind
+from app.generation import batches, single
+from app.generation.dependencies import Broadcaster, Economy, Runtime
+from app.generation.errors import GenerationFailed, GenerationInterrupted, ProviderUnavailable
 from app.generation.schemas import (
     BatchCreate,
     BatchDetail,
@@ -32,13 +31,7 @@ from app.generation.schemas import (
     GenerationCreated,
     GenerationRead,
 )
-from app.generation.service import (
-    GenerationFailed,
-    GenerationInterrupted,
-    GenerationRuntime,
-    ProviderUnavailable,
-)
-from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
+from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress, Replay
 from app.limits import PayloadTooLarge, RateLimited, rate_limit
 
 router = APIRouter(tags=["generations"])
@@ -53,19 +46,6 @@ IdempotencyKey = Annotated[
         "answer and is never charged twice.",
     ),
 ]
-
-
-async def get_runtime(request: Request) -> GenerationRuntime:
-    runtime: GenerationRuntime = request.app.state.generation
-    return runtime
-
-
-Runtime = Annotated[GenerationRuntime, Depends(get_runtime)]
-
-
-def economy_of(request: Request) -> EconomyBatches:
-    economy: EconomyBatches = request.app.state.economy
-    return economy
 
 
 def _respond(status_code: int, body: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -101,19 +81,7 @@ async def create_generation(
 ) -> JSONResponse:
     """Generate one output for one credit. Every failure costs nothing: `credits_charged` is
     0 and the balance is as before."""
-    payload = body.input.model_dump(mode="json", exclude_none=True)
-    fingerprint = idempotency.fingerprint(
-        "POST", "/v1/generations", body.model_dump(mode="json", exclude_none=True)
-    )
-    outcome = await service.create_generation(
-        runtime,
-        account,
-        body.site_id,
-        GenerationKind(body.kind),
-        payload,
-        idempotency_key=idempotency_key,
-        request_fingerprint=fingerprint,
-    )
+    outcome = await single.create_generation(runtime, account, body, idempotency_key)
     return _respond(outcome.status_code, outcome.body, outcome.headers)
 
 
@@ -125,7 +93,7 @@ async def get_generation(
     generation_id: uuid.UUID, account: CurrentAccount, session: Session
 ) -> GenerationRead:
     """One generation of the caller's."""
-    return await service.get_generation(session, account.id, generation_id)
+    return await single.get_generation(session, account.id, generation_id)
 
 
 @router.post(
@@ -149,39 +117,18 @@ async def create_generation_batch(
     session: Session,
     runtime: Runtime,
     after_response: BackgroundTasks,
-    request: Request,
+    economy: Economy,
     idempotency_key: IdempotencyKey = None,
 ) -> BatchRead:
     """Start a batch: one credit per item is reserved now (all of them, or `402` and none);
     each item that succeeds is charged, each that fails or is canceled is released."""
-    claim = None
-    if idempotency_key is not None:
-        fingerprint = idempotency.fingerprint(
-            "POST", "/v1/generation-batches", body.model_dump(mode="json", exclude_none=True)
-        )
-        found = await idempotency.claim(
-            session, f"account:{account.id}", idempotency_key, fingerprint
-        )
-        if isinstance(found, idempotency.Replay):
-            return found.response()  # type: ignore[return-value]
-        if isinstance(found, idempotency.InProgress):
-            raise IdempotentRequestInProgress("Retry shortly.", headers={"Retry-After": "1"})
-        claim = found
-    batch = await service.create_batch(
-        session,
-        runtime.settings,
-        account.id,
-        body.site_id,
-        GenerationKind(body.kind),
-        [item.model_dump(mode="json", exclude_none=True) for item in body.items],
-        body.priority or "standard",
-    )
-    if claim is not None:
-        await idempotency.complete(session, claim, 202, batch.model_dump(mode="json"))
+    batch = await batches.create_batch(session, runtime.settings, account.id, body, idempotency_key)
+    if isinstance(batch, Replay):
+        return batch.response()  # type: ignore[return-value]
     # Runs after the commit (which precedes the response): the local workers look at once.
     after_response.add_task(runtime.batch_created.set)
     if body.priority == "economy":
-        after_response.add_task(economy_of(request).nudge.set)
+        after_response.add_task(economy.nudge.set)
     return batch
 
 
@@ -193,7 +140,7 @@ async def get_generation_batch(
     batch_id: uuid.UUID, account: CurrentAccount, session: Session
 ) -> BatchDetail:
     """The batch, its counts and every item's status and output."""
-    return await service.get_batch(session, account.id, batch_id)
+    return await batches.get_batch(session, account.id, batch_id)
 
 
 LastEventId = Annotated[
@@ -208,7 +155,7 @@ LastEventId = Annotated[
 
 async def own_batch(batch_id: uuid.UUID, account: CurrentAccount, runtime: Runtime) -> uuid.UUID:
     """The batch id, if the batch is the caller's (else 404, before the stream starts)."""
-    await service.ensure_batch(runtime.sessionmaker, account.id, batch_id)
+    await batches.ensure_batch(runtime.sessionmaker, account.id, batch_id)
     return batch_id
 
 
@@ -232,16 +179,15 @@ OwnBatch = Annotated[uuid.UUID, Depends(own_batch)]
 async def stream_generation_batch_events(
     batch_id: OwnBatch,
     raw_key: BearerKey,
-    request: Request,
     runtime: Runtime,
+    broadcaster: Broadcaster,
     last_event_id: LastEventId = None,
 ) -> AsyncIterator[BatchProgressEvent]:
     """Live progress of a batch, from whichever instance works on it; resumable. Ends when
     the API key is revoked."""
     # Revocation is the stream's, not the batch's: it closes the stream here.
-    broadcaster: BalanceBroadcaster = request.app.state.balance_broadcaster
     events = until_revoked(
-        service.batch_events(runtime, batch_id, last_event_id),
+        batches.batch_events(runtime, batch_id, last_event_id),
         broadcaster,
         key_lookup_id(raw_key),
     )
@@ -264,15 +210,15 @@ async def cancel_generation_batch(
     batch_id: uuid.UUID,
     account: CurrentAccount,
     session: Session,
-    request: Request,
     after_response: BackgroundTasks,
+    economy: Economy,
 ) -> BatchRead:
     """Stop the batch: the credits of items not yet generated are released now; items being
     generated at this moment finish. Canceling a finished batch changes nothing. Economy:
     Anthropic's message batches are canceled and every item not already succeeded is
     released."""
-    batch = await service.cancel_batch(session, account.id, batch_id)
+    batch = await batches.cancel_batch(session, account.id, batch_id)
     if batch.priority == "economy":
         # After the commit: Anthropic's cancel (the poller retries it if this one fails).
-        after_response.add_task(economy_of(request).cancel_at_provider, batch_id)
+        after_response.add_task(economy.cancel_at_provider, batch_id)
     return batch

@@ -26,6 +26,7 @@ from app.credits import service as credits
 from app.credits.service import Charge, HoldOutcome
 from app.db import StatementRunner, utcnow
 from app.generation import queue
+from app.generation.calls import call_provider
 from app.generation.lifecycle import LEASED, ItemState, check_move
 from app.generation.limiter import AdaptiveLimiter
 from app.generation.providers import create_provider
@@ -36,12 +37,9 @@ from app.generation.providers.base import (
     ProviderError,
     ProviderResult,
 )
-from app.generation.service import (
-    KIND_LABELS,
-    GenerationRuntime,
-    call_provider,
-    fail_interrupted_generations,
-)
+from app.generation.recovery import fail_interrupted_generations
+from app.generation.runtime import GenerationRuntime
+from app.generation.views import KIND_LABELS
 
 logger = logging.getLogger(__name__)
 

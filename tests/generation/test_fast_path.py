@@ -12,10 +12,10 @@ from sqlalchemy import func, select, update
 from app.accounts.models import Account, Site
 from app.credits.models import CreditBalance, CreditHold, LedgerEntry
 from app.db import create_engine, create_sessionmaker, utcnow
-from app.generation import service
+from app.generation import fast_path, single
 from app.generation.models import Generation
 from app.generation.providers.base import GenerationKind, ProviderResult
-from app.idempotency import IdempotencyRecord
+from app.idempotency import IdempotencyRecord, IdempotentRequest, account_scope
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.generation.conftest import (
@@ -104,14 +104,15 @@ async def load_account(sessionmaker, account_id) -> Account:
 
 
 async def reserve_fast(application, account, site_id, key=None):
-    return await service._reserve_fast(
-        application.state.generation,
+    runtime = application.state.generation
+    return await fast_path.reserve(
+        runtime.statements,
+        runtime.settings,
         account,
         uuid.UUID(str(site_id)),
         GenerationKind.META_TITLE,
         PAYLOAD,
-        key,
-        "fingerprint",
+        IdempotentRequest(account_scope(account.id), key, "fingerprint"),
         uuid.uuid4(),
     )
 
@@ -135,7 +136,7 @@ async def test_reserve_then_charge_write_what_the_ledger_rules_require(pg):
     )
     assert [e.type for e in entries] == ["adjustment"]
 
-    outcome = await service._charge_fast(application.state.generation, started, RESULT)
+    outcome = await fast_path.charge(application.state.statements, started, RESULT)
     assert outcome is not None and outcome.status_code == 201
     assert outcome.body["balance"]["available"] == 4
     assert outcome.body["balance"]["reserved"] == 0
@@ -209,10 +210,10 @@ async def test_the_charge_changes_nothing_for_an_expired_hold_and_the_orm_path_r
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
     before = await summary(sessionmaker, who.id)
-    assert await service._charge_fast(application.state.generation, started, RESULT) is None
+    assert await fast_path.charge(application.state.statements, started, RESULT) is None
     assert await summary(sessionmaker, who.id) == before
 
-    outcome = await service._finish(application.state.generation, started, RESULT)
+    outcome = await single._finish(application.state.generation, started, RESULT)
     assert (outcome.status_code, outcome.body["reason"]) == (502, "reservation_expired")
     balance, [hold], [generation], entries = await state(sessionmaker, who.id)
     assert balance == (2, 0)
@@ -231,7 +232,7 @@ async def test_the_charge_changes_nothing_once_the_generation_is_no_longer_runni
             update(Generation).where(Generation.id == started.generation_id).values(status="failed")
         )
     before = await summary(sessionmaker, who.id)
-    assert await service._charge_fast(application.state.generation, started, RESULT) is None
+    assert await fast_path.charge(application.state.statements, started, RESULT) is None
     assert await summary(sessionmaker, who.id) == before
 
 
