@@ -1,7 +1,8 @@
 """The raw side of the benchmark: pgbench scripts made from the service's own statements.
 
 The generation cycle's script is built from the SQL constants the service runs
-(`AUTHENTICATE_SQL`, `RESERVE_GENERATION_SQL`, `CHARGE_GENERATION_SQL`), with each `$n`
+(`AUTHENTICATE_SQL`, and `RESERVE_GENERATION_SQL`, `CHARGE_GENERATION_SQL`: the ledger's
+statements of `app.credits.statements` around the generation row), with each `$n`
 parameter replaced by what the service would bind, so the raw figure is the same SQL,
 not a copy that can drift. Ids the service makes in Python are made from pgbench random
 numbers (`md5(...)::uuid`), and the bench's own account table is read inside the

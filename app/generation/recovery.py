@@ -46,7 +46,7 @@ async def fail_interrupted_generations(
 async def fail_unrecorded_generations(
     sessionmaker: async_sessionmaker[AsyncSession], generation_ids: Collection[uuid.UUID]
 ) -> int:
-    """Generations whose recording the database interrupted (`_unrecorded_outcome`): those
+    """Generations whose recording the database interrupted (`unrecorded_outcome`): those
     still running are failed, their credit released and their key freed; those whose
     write did commit before the connection went are left as they are."""
     async with sessionmaker() as session, session.begin():

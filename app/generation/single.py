@@ -7,6 +7,10 @@ result. What is stored for a key: the `201` and a `502 generation_failed`, which
 A `503 provider_unavailable` is not: its key is freed, so a retry after `Retry-After` runs
 the generation again (nothing was charged the first time). Errors found before any credit
 moved (`402`, `403`, `404`, `422`) store nothing either.
+
+On PostgreSQL the reserve and the charge are tried first as one statement each
+(`app.generation.fast_path`, a `FastReserved`); when that changes nothing, or on SQLite,
+this module's ORM path (a `Reserved`) decides, with every rule and error.
 """
 
 import asyncio
