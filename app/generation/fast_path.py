@@ -66,38 +66,41 @@ async def reserve(
     replayed or waited for there)."""
     hold_id, now = uuid.uuid4(), utcnow()
     expires_at = now + timedelta(seconds=settings.hold_ttl_seconds)
-    args = (
-        account.id,
-        site_id,
-        generation_id,
-        hold_id,
-        kind.value,
-        now,
-        expires_at,
-        json.dumps(payload),
-    )
-    rate = (
-        statements.CHANNEL,
-        settings.rate_limit_generations_per_minute / 60,
-        settings.rate_limit_generations_burst,
-    )
+
+    def bind(record_id: int | None) -> tuple[Any, ...]:
+        """$1 to $12 of `repository.RESERVE_GENERATION_SQL`."""
+        return (
+            account.id,
+            site_id,
+            generation_id,
+            hold_id,
+            kind.value,
+            now,
+            expires_at,
+            json.dumps(payload),
+            record_id,
+            statements.CHANNEL,
+            settings.rate_limit_generations_per_minute / 60,
+            settings.rate_limit_generations_burst,
+        )
+
     claim: idempotency.Claim | None = None
     try:
         if request.key is None:
-            await _reserve_on(runner, *args, None, *rate)
+            await _reserve_on(runner, bind(None))
         else:
             async with runner.transaction() as connection:
                 claim = await idempotency.claim_on_driver(connection, request, now)
                 if claim is None:
                     raise _NotReserved
-                await _reserve_on(connection, *args, claim.record_id, *rate)
+                await _reserve_on(connection, bind(claim.record_id))
     except _NotReserved:
         return None
     statements.count_reserved()
     return FastReserved(generation_id, account, site_id, kind, payload, hold_id, now, claim)
 
 
-async def _reserve_on(executor: statements.Executor, *args: Any) -> None:
+async def _reserve_on(executor: statements.Executor, args: tuple[Any, ...]) -> None:
     if await executor.fetchrow(repository.RESERVE_GENERATION_SQL, *args) is None:
         raise _NotReserved  # the ORM path claims again and raises the reason
 
