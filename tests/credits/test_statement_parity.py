@@ -10,89 +10,36 @@ resolve there exactly as one the ORM opened."""
 import uuid
 from datetime import timedelta
 
-import httpx
 import pytest
 from sqlalchemy import select, update
 
-from app.accounts.models import Account
 from app.credits import service as credits
-from app.credits.models import CreditBalance, CreditHold, LedgerEntry
-from app.db import create_engine, create_sessionmaker, utcnow
+from app.credits.models import CreditBalance, CreditHold
+from app.db import utcnow
 from app.generation import fast_path, single
 from app.generation.models import Generation
 from app.generation.providers.base import (
     FailureKind,
     GenerationKind,
     ProviderError,
-    ProviderResult,
 )
-from app.idempotency import IdempotentRequest, account_scope
-from app.main import create_app
-from tests.conftest import make_settings
-from tests.generation.conftest import FAST, Database, create_database, customer, drop_database
+from tests.generation.conftest import customer, fake_anthropic
+from tests.generation.test_fast_path import PAYLOAD, RESULT, load_account, pg, reserve_fast, state
 
 pytestmark = pytest.mark.postgres_only
+__all__ = ["fake_anthropic", "pg"]  # the fixtures, shared with test_fast_path (alerts off)
 
-PAYLOAD = {"page_content": "Solid oak tables made by hand in Vermont since 1998."}
-RESULT = ProviderResult(
-    output={"text": "Handmade Oak Tables"},
-    model="claude-test",
-    input_tokens=40,
-    output_tokens=6,
-    latency_ms=12,
-)
 FAILURE = ProviderError(
     FailureKind.FAILED, "invalid_output", "The model answered nothing usable.", model="m"
 )
 
 
-@pytest.fixture(scope="module")
-async def pg(tmp_path_factory):
-    url = await create_database("postgres", str(tmp_path_factory.mktemp("parity")))
-    settings = make_settings(
-        Database("postgres", url),
-        # Alerts off: a reserve that crosses a threshold is the ORM path's alone.
-        low_balance_threshold=0,
-        **FAST,  # the provider is never called: each test hands the answer in
-    )
-    application = create_app(settings)
-    engine = create_engine(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", timeout=60
-        ) as client:
-            yield application, client, create_sessionmaker(engine)
-    await engine.dispose()
-    await drop_database(url)
-
-
 async def rows(sessionmaker, account_id):
     """The account's ledger rows without ids and timestamps (references to each other kept
     as whether they point at the account's own generation and hold)."""
+    _, holds, generations, entries = await state(sessionmaker, account_id)
     async with sessionmaker() as session:
         balance = await session.get(CreditBalance, account_id, populate_existing=True)
-        holds = list(
-            (await session.execute(select(CreditHold).where(CreditHold.account_id == account_id)))
-            .scalars()
-            .all()
-        )
-        generations = list(
-            (await session.execute(select(Generation).where(Generation.account_id == account_id)))
-            .scalars()
-            .all()
-        )
-        entries = (
-            (
-                await session.execute(
-                    select(LedgerEntry)
-                    .where(LedgerEntry.account_id == account_id)
-                    .order_by(LedgerEntry.seq)
-                )
-            )
-            .scalars()
-            .all()
-        )
     hold_ids = {hold.id for hold in holds}
     generation_ids = {generation.id for generation in generations}
     return {
@@ -151,19 +98,9 @@ async def two_customers(client, credits_):
     return await customer(client, credits_), await customer(client, credits_)
 
 
-async def reserve_fast(application, sessionmaker, who) -> fast_path.FastReserved:
-    runtime = application.state.generation
-    async with sessionmaker() as session:
-        account = await session.get(Account, who.id)
-    reserved = await fast_path.reserve(
-        runtime.statements,
-        runtime.settings,
-        account,
-        uuid.UUID(str(who.site_id)),
-        GenerationKind.META_TITLE,
-        PAYLOAD,
-        IdempotentRequest(account_scope(who.id), None, "fingerprint"),
-        uuid.uuid4(),
+async def reserve_fast_for(application, sessionmaker, who) -> fast_path.FastReserved:
+    reserved = await reserve_fast(
+        application, await load_account(sessionmaker, who.id), who.site_id
     )
     assert reserved is not None
     return reserved
@@ -187,7 +124,7 @@ async def reserve_orm(application, who) -> single.Reserved:
 async def test_reserve_writes_the_same_rows_on_both_paths(pg):
     application, client, sessionmaker = pg
     fast, orm = await two_customers(client, 5)
-    await reserve_fast(application, sessionmaker, fast)
+    await reserve_fast_for(application, sessionmaker, fast)
     await reserve_orm(application, orm)
 
     written = await rows(sessionmaker, fast.id)
@@ -201,7 +138,7 @@ async def test_settle_writes_the_same_rows_on_both_paths(pg):
     runtime = application.state.generation
     fast, orm = await two_customers(client, 5)
     charged = await fast_path.charge(
-        runtime.statements, await reserve_fast(application, sessionmaker, fast), RESULT
+        runtime.statements, await reserve_fast_for(application, sessionmaker, fast), RESULT
     )
     assert charged is not None and charged.status_code == 201
     settled = await single._finish(runtime, await reserve_orm(application, orm), RESULT)
@@ -231,7 +168,7 @@ async def test_release_of_a_fast_reserved_hold_writes_what_the_orm_path_writes(p
     runtime = application.state.generation
     fast, orm = await two_customers(client, 3)
     failed_fast = await single._finish(
-        runtime, await reserve_fast(application, sessionmaker, fast), FAILURE
+        runtime, await reserve_fast_for(application, sessionmaker, fast), FAILURE
     )
     failed_orm = await single._finish(runtime, await reserve_orm(application, orm), FAILURE)
     assert failed_fast.status_code == failed_orm.status_code == 502
@@ -246,7 +183,7 @@ async def test_expiry_of_a_fast_reserved_hold_writes_what_the_orm_path_writes(pg
     application, client, sessionmaker = pg
     fast, orm = await two_customers(client, 3)
     holds = [
-        (await reserve_fast(application, sessionmaker, fast)).hold_id,
+        (await reserve_fast_for(application, sessionmaker, fast)).hold_id,
         (await reserve_orm(application, orm)).generation_id,
     ]
     async with sessionmaker() as session, session.begin():
