@@ -279,6 +279,26 @@ def next_event_seq(batch: GenerationBatch) -> int:
     return batch.event_seq
 
 
+def finish_item(
+    item: GenerationBatchItem, batch: GenerationBatch, state: ItemState, now: datetime
+) -> None:
+    """An item's final move, checked against the life cycle, with its batch's next event
+    number (the batch row must be locked): batch workers and economy batches alike."""
+    item.status = check_move(item.status, state)
+    item.finished_at = now
+    item.claimed_until = None
+    item.claim_token = None
+    item.event_seq = next_event_seq(batch)
+
+
+def fail_item(
+    item: GenerationBatchItem, batch: GenerationBatch, reason: str, detail: str, now: datetime
+) -> None:
+    finish_item(item, batch, ItemState.FAILED, now)
+    item.error_code = "generation_failed"
+    item.error_detail = f"{reason}: {detail}"
+
+
 async def unclaim(
     session: AsyncSession, item_id: int, claim_token: uuid.UUID, *, spend_attempt: bool
 ) -> bool:
@@ -388,7 +408,7 @@ _FINISHED = lifecycle.values(lifecycle.FINISHED)
 async def number_finished_items(session: AsyncSession, batch: GenerationBatch) -> int:
     """Give each of the (locked) batch's finished items that has no event number yet its
     own, in the order they finished (items finished by code that does not number them:
-    economy results, and items finished before event numbers existed); how many."""
+    items finished before event numbers existed); how many."""
     unnumbered = (
         await session.execute(
             select(GenerationBatchItem.id)

@@ -373,16 +373,16 @@ class BatchWorkers:
                 if isinstance(answer, ProviderResult):
                     item.latency_ms = answer.latency_ms
                     if settled[item.hold_id].outcome is HoldOutcome.SETTLED:
-                        _finish(item, batch, ItemState.SUCCEEDED, now)
+                        queue.finish_item(item, batch, ItemState.SUCCEEDED, now)
                         item.output = answer.output
                         item.credits_charged = 1
                     else:
-                        _fail(item, batch, "reservation_expired", EXPIRED_LATE, now)
+                        queue.fail_item(item, batch, "reservation_expired", EXPIRED_LATE, now)
                 elif answer.kind is FailureKind.UNAVAILABLE:
                     released.extend(_requeue(item, batch, answer, now))
                 else:
                     released.append(item.hold_id)
-                    _fail(item, batch, answer.reason, answer.detail, now)
+                    queue.fail_item(item, batch, answer.reason, answer.detail, now)
             if released:
                 await credits.release_many(session, released, now=now)
             await session.flush()
@@ -404,7 +404,7 @@ class BatchWorkers:
             if item is None or item.status not in LEASED or item.claim_token != claimed.token:
                 return
             if batch.status == "canceled":
-                _finish(item, batch, ItemState.CANCELED, now)
+                queue.finish_item(item, batch, ItemState.CANCELED, now)
                 await credits.release(session, item.hold_id, now=now)
                 return
             check_move(item.status, ItemState.QUEUED)
@@ -453,27 +453,12 @@ EXPIRED = "Its credit reservation expired before it could be generated."
 EXPIRED_LATE = "The result arrived after the credit reservation had expired."
 
 
-def _finish(item: Any, batch: Any, state: ItemState, now: Any) -> None:
-    """An item's final move, checked against the life cycle, with its event number."""
-    item.status = check_move(item.status, state)
-    item.finished_at = now
-    item.claimed_until = None
-    item.claim_token = None
-    item.event_seq = queue.next_event_seq(batch)
-
-
-def _fail(item: Any, batch: Any, reason: str, detail: str, now: Any) -> None:
-    _finish(item, batch, ItemState.FAILED, now)
-    item.error_code = "generation_failed"
-    item.error_detail = f"{reason}: {detail}"
-
-
 def _requeue(item: Any, batch: Any, answer: ProviderError, now: Any) -> list[uuid.UUID]:
     """Rate limited: back in the queue, not before the provider's Retry-After, its attempt
     not spent (the hold lives on: the heartbeat keeps queued items' holds). If its batch was
     canceled meanwhile, canceled instead; the hold to release, if so."""
     if batch.status == "canceled":
-        _finish(item, batch, ItemState.CANCELED, now)
+        queue.finish_item(item, batch, ItemState.CANCELED, now)
         return [item.hold_id]
     item.status = check_move(item.status, ItemState.QUEUED)
     item.claimed_by = None
