@@ -17,13 +17,13 @@ from app.accounts.plugin_sessions import (
     PluginSessionStatus,
     PluginSignInNotConfigured,
 )
-from app.accounts.router import api_key_created
 from app.accounts.schemas import (
     PluginSessionApprove,
     PluginSessionApproved,
     PluginSessionCreated,
     PluginSessionPending,
 )
+from app.accounts.views import api_key_created
 from app.config import Settings
 from app.db import Session
 from app.deps import AppSettings, RateLimiters
