@@ -48,6 +48,11 @@ logger = logging.getLogger(__name__)
 HOLD_CHUNK = 500
 RECORD_GROUP = 64
 """Results recorded in one transaction at most."""
+RECORD_LINGER_SECONDS = 0.05
+"""How long the recorder waits after a first result for others to join its transaction.
+Recording is off the workers' path (a worker starts its next item at once), so the wait
+costs no throughput; it turns about one transaction per result into one per three or four
+(docs/benchmarks.md), and a result reaches the batch's events at most this much later."""
 
 
 @dataclass(frozen=True)
@@ -77,9 +82,14 @@ class BatchWorkers:
         self.settings = runtime.settings
         self.concurrency = runtime.settings.generation_concurrency
         self.instance_id = instance_name()
-        self.ahead = max(1, self.concurrency // 4)
+        self.ahead = max(1, self.concurrency // 2)
         """Items claimed ahead of free workers: enough that a worker rarely waits for a claim,
-        few enough that a batch that just arrived waits behind few items claimed before it."""
+        few enough that a batch that just arrived waits behind few items claimed before it
+        (at most half a round of calls)."""
+        self.claim_at_least = max(1, self.ahead // 2)
+        """A claim is made for this many items at least (unless a worker is idle): results
+        come in bursts, and claiming for each finished item alone costs a transaction per
+        item."""
         self._queue: asyncio.Queue[_Claimed] = asyncio.Queue()
         self._results: asyncio.Queue[tuple[_Claimed, ProviderResult | ProviderError] | None] = (
             asyncio.Queue()
@@ -139,7 +149,8 @@ class BatchWorkers:
                 self.concurrency,
                 self.concurrency + self.ahead - self._busy - self._queue.qsize(),
             )
-            if wanted > 0:
+            idle_worker = self._busy + self._queue.qsize() < self.concurrency
+            if wanted >= self.claim_at_least or (wanted > 0 and idle_worker):
                 try:
                     claimed = await self.claim(wanted)
                 except asyncio.CancelledError:
@@ -299,6 +310,7 @@ class BatchWorkers:
                 return
             group = [first]
             stop = False
+            await asyncio.sleep(RECORD_LINGER_SECONDS)
             while not self._results.empty() and len(group) < RECORD_GROUP:
                 more = self._results.get_nowait()
                 if more is None:
