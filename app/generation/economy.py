@@ -43,6 +43,7 @@ from app.db import utcnow
 from app.generation import economy_repository as repository
 from app.generation import queue
 from app.generation import repository as batches
+from app.generation.background import every, keep_holds_alive
 from app.generation.lifecycle import ItemState
 from app.generation.models import GenerationBatch, GenerationBatchItem, ProviderBatch
 from app.generation.outputs import InvalidOutput
@@ -66,7 +67,6 @@ PRIORITY = "economy"
 RESULTS_GROUP = 200
 """Results settled in one transaction."""
 POLL_BATCHES = 10
-HOLD_CHUNK = 500
 CUSTOM_ID_PREFIX = "item-"
 
 
@@ -145,24 +145,18 @@ class EconomyBatches:
                     await self.nudge.wait()
 
     async def _keep_alive_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.batch_heartbeat_interval_seconds)
-            try:
-                await self.keep_alive()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("economy batches: keeping holds alive failed; retrying")
+        await every(
+            self.settings.batch_heartbeat_interval_seconds,
+            self.keep_alive,
+            "economy batches: keeping holds alive",
+        )
 
     async def keep_alive(self) -> None:
         """Extend the holds of every economy item at Anthropic."""
         ttl = timedelta(seconds=self.settings.batch_hold_ttl_seconds)
         async with self.runtime.sessionmaker() as session, session.begin():
             holds = await repository.in_flight_holds(session)
-        for start in range(0, len(holds), HOLD_CHUNK):
-            async with self.runtime.sessionmaker() as session, session.begin():
-                chunk = holds[start : start + HOLD_CHUNK]
-                await credits.keep_alive(session, chunk, ttl=ttl, skip_locked=True)
+        await keep_holds_alive(self.runtime.sessionmaker, holds, ttl)
 
     # --- submitting ---
 

@@ -353,12 +353,19 @@ async def cancel_unstarted_items(
     """Cancel the (locked) batch's items not sent to the model: queued and claimed ones,
     under one event number; returns their holds. An item a worker is moving to
     `generating` right now is waited for: it is then generating, and left to finish."""
+    return await _cancel_items(
+        session, batch, now, GenerationBatchItem.status.in_(lifecycle.values(CANCELABLE))
+    )
+
+
+async def _cancel_items(
+    session: AsyncSession, batch: GenerationBatch, now: datetime, *where: Any
+) -> list[uuid.UUID]:
+    """The (locked) batch's items that match `where` -> `canceled`, under one event number
+    (the batch's next); their holds, for the caller to release."""
     rows = await session.execute(
         update(GenerationBatchItem)
-        .where(
-            GenerationBatchItem.batch_id == batch.id,
-            GenerationBatchItem.status.in_(lifecycle.values(CANCELABLE)),
-        )
+        .where(GenerationBatchItem.batch_id == batch.id, *where)
         .values(
             status=ItemState.CANCELED,
             finished_at=now,
@@ -440,27 +447,13 @@ async def cancel_stale_items(
 ) -> list[uuid.UUID]:
     """Of a locked canceled batch: its leased items nobody renewed -> `canceled`, one event
     number; their holds."""
-    rows = await session.execute(
-        update(GenerationBatchItem)
-        .where(
-            GenerationBatchItem.batch_id == batch.id,
-            GenerationBatchItem.status.in_(lifecycle.values(LEASED)),
-            GenerationBatchItem.claimed_until <= now,
-        )
-        .values(
-            status=ItemState.CANCELED,
-            finished_at=now,
-            claimed_until=None,
-            claim_token=None,
-            event_seq=(batch.event_seq or 0) + 1,
-        )
-        .returning(GenerationBatchItem.hold_id)
-        .execution_options(synchronize_session=False)
+    return await _cancel_items(
+        session,
+        batch,
+        now,
+        GenerationBatchItem.status.in_(lifecycle.values(LEASED)),
+        GenerationBatchItem.claimed_until <= now,
     )
-    holds = list(rows.scalars())
-    if holds:
-        next_event_seq(batch)
-    return holds
 
 
 async def renew_leases(

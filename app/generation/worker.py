@@ -26,6 +26,7 @@ from app.credits import service as credits
 from app.credits.service import Charge, HoldOutcome
 from app.db import StatementRunner, utcnow
 from app.generation import queue
+from app.generation.background import every, keep_holds_alive
 from app.generation.lifecycle import LEASED, ItemState, check_move
 from app.generation.limiter import AdaptiveLimiter
 from app.generation.providers import create_provider
@@ -45,7 +46,6 @@ from app.generation.service import (
 
 logger = logging.getLogger(__name__)
 
-HOLD_CHUNK = 500
 RECORD_GROUP = 64
 """Results recorded in one transaction at most."""
 RECORD_LINGER_SECONDS = 0.05
@@ -413,14 +413,9 @@ class BatchWorkers:
     # --- the heartbeat ---
 
     async def _heartbeat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.batch_heartbeat_interval_seconds)
-            try:
-                await self.heartbeat()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("batch heartbeat failed; retrying")
+        await every(
+            self.settings.batch_heartbeat_interval_seconds, self.heartbeat, "batch heartbeat"
+        )
 
     async def heartbeat(self) -> None:
         """Renew this instance's leases and keep alive the holds of its items and of every
@@ -450,10 +445,7 @@ class BatchWorkers:
             await queue.complete_finished_batches(session, utcnow())
         async with self.runtime.sessionmaker() as session, session.begin():
             queued = await queue.queued_item_holds(session)
-        for start in range(0, len(queued), HOLD_CHUNK):
-            async with self.runtime.sessionmaker() as session, session.begin():
-                chunk = queued[start : start + HOLD_CHUNK]
-                await credits.keep_alive(session, chunk, ttl=ttl, skip_locked=True)
+        await keep_holds_alive(self.runtime.sessionmaker, queued, ttl)
 
 
 OUT_OF_ATTEMPTS = "Its workers kept stopping."
