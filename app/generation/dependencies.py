@@ -1,12 +1,11 @@
-"""The app-lifetime objects generation endpoints use, as typed dependencies: `Runtime`
-(the generation runtime), `Economy` (the economy batches) and `Broadcaster` (the balance
-broadcaster, whose revocations end a batch's stream)."""
+"""Generation's app-lifetime objects as typed dependencies: `Runtime` (the generation
+runtime) and `Economy` (the economy batches). The app-wide ones (settings, the balance
+broadcaster, ...) are in `app.deps`."""
 
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.credits.events import BalanceBroadcaster
 from app.generation.economy import EconomyBatches
 from app.generation.runtime import GenerationRuntime
 
@@ -25,11 +24,3 @@ async def get_economy(request: Request) -> EconomyBatches:
 
 
 Economy = Annotated[EconomyBatches, Depends(get_economy)]
-
-
-async def get_broadcaster(request: Request) -> BalanceBroadcaster:
-    broadcaster: BalanceBroadcaster = request.app.state.balance_broadcaster
-    return broadcaster
-
-
-Broadcaster = Annotated[BalanceBroadcaster, Depends(get_broadcaster)]

@@ -11,6 +11,7 @@ from app.accounts.service import SubscriptionInactive, key_lookup_id
 from app.credits.events import until_revoked
 from app.credits.service import InsufficientCredits
 from app.db import Session
+from app.deps import Broadcaster
 from app.errors import (
     PROBLEM_JSON,
     DatabaseUnavailable,
@@ -20,7 +21,7 @@ from app.errors import (
     problem_responses,
 )
 from app.generation import batches, single
-from app.generation.dependencies import Broadcaster, Economy, Runtime
+from app.generation.dependencies import Economy, Runtime
 from app.generation.errors import GenerationFailed, GenerationInterrupted, ProviderUnavailable
 from app.generation.schemas import (
     BatchCreate,
