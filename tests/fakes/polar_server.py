@@ -8,18 +8,18 @@ once clicked, sends the signed `order.paid` Polar would send to `webhook_url` (t
 
 import html
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 import httpx
 
+from tests.fakes.loopback import serving
 from tests.polar_webhooks import SECRET, delivery
 from tests.polar_webhooks import order as order_payload
 
@@ -251,13 +251,6 @@ def _handler(fake: FakePolar) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def running_fake_polar() -> Iterator[FakePolar]:
     fake = FakePolar()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(fake)) as port:
+        fake.url = f"http://127.0.0.1:{port}"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
