@@ -18,14 +18,10 @@ from app.credits.models import CreditHold, LedgerEntry
 from app.db import create_engine, create_sessionmaker
 from app.generation.models import Generation, GenerationBatchItem
 from app.main import create_app
+from tests.apps import customer
 from tests.conftest import ADMIN, BACKENDS, ROOT, Database, make_settings
-from tests.generation.conftest import (
-    FAST,
-    assert_reconciles,
-    create_database,
-    customer,
-    drop_database,
-)
+from tests.databases import create_database, drop_database
+from tests.generation.conftest import FAST, assert_reconciles
 from tests.servers import ServerProcess, start_server, stop_server
 
 SERVER_ENV = {

@@ -17,15 +17,10 @@ from app.generation.models import Generation
 from app.generation.providers.base import GenerationKind, ProviderResult
 from app.idempotency import IdempotencyRecord
 from app.main import create_app
+from tests.apps import customer
 from tests.conftest import make_settings
-from tests.generation.conftest import (
-    FAST,
-    Database,
-    assert_reconciles,
-    create_database,
-    customer,
-    drop_database,
-)
+from tests.databases import Database, create_database, drop_database
+from tests.generation.conftest import FAST, assert_reconciles
 
 PAYLOAD = {"page_content": "Solid oak tables made by hand in Vermont since 1998."}
 RESULT = ProviderResult(
