@@ -13,8 +13,10 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
@@ -152,3 +154,18 @@ async def fresh_database(backend: str, tmp_path: Path) -> AsyncIterator[str]:
         yield url
     finally:
         await drop_postgres(url)
+
+
+def database_of_its_own(name: str) -> Any:
+    """A session fixture `name`: a migrated database on each backend (the test's id says
+    which) that no other fixture's app works, for apps whose background workers must see
+    only their own tests' rows (batch workers, the events dispatcher)."""
+
+    @pytest.fixture(scope="session", params=BACKENDS, name=name)
+    async def fixture(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> AsyncIterator[Database]:
+        async with migrated_database(request.param, tmp_path_factory.mktemp(name)) as made:
+            yield made
+
+    return fixture

@@ -6,8 +6,7 @@ answer 503 / hang for good."""
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
@@ -106,12 +105,8 @@ def _handler(fake: FakeReceiver) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@contextmanager
-def running_receiver() -> Iterator[FakeReceiver]:
-    fake = FakeReceiver()
-    with serving(_handler(fake)) as port:
-        fake.url = f"http://127.0.0.1:{port}/rankframe/events"
-        yield fake
+def running_receiver() -> AbstractContextManager[FakeReceiver]:
+    return serving(FakeReceiver(), _handler, "/rankframe/events")
 
 
 def event_types(received: list[Received]) -> list[str]:

@@ -10,8 +10,7 @@ import html
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
@@ -248,9 +247,5 @@ def _handler(fake: FakePolar) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@contextmanager
-def running_fake_polar() -> Iterator[FakePolar]:
-    fake = FakePolar()
-    with serving(_handler(fake)) as port:
-        fake.url = f"http://127.0.0.1:{port}"
-        yield fake
+def running_fake_polar() -> AbstractContextManager[FakePolar]:
+    return serving(FakePolar(), _handler)

@@ -18,7 +18,7 @@ from app.credits import service as credits
 from app.credits.models import CreditHold, LedgerEntry
 from app.db import create_engine, create_sessionmaker
 from tests.apps import Customer, asgi_client, make_settings, running_app
-from tests.databases import BACKENDS, Database, migrated_database
+from tests.databases import Database, database_of_its_own
 from tests.fakes.anthropic_server import FakeAnthropic
 
 FAST = {
@@ -45,12 +45,7 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
     fake.stop()
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-async def gen_database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Database]:
-    async with migrated_database(request.param, tmp_path_factory.mktemp("gen")) as made:
-        yield made
+gen_database = database_of_its_own("gen_database")
 
 
 @pytest.fixture(scope="session")

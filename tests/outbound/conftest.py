@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from tests.apps import app_client
-from tests.databases import BACKENDS, Database, migrated_database
+from tests.databases import Database, database_of_its_own
 from tests.fakes.event_receiver import SECRET, FakeReceiver, running_receiver
+from tests.fakes.loopback import reset_around
 from tests.payments.conftest import fake_polar, payment_settings
 
 __all__ = ["fake_polar"]  # the stand-in Polar's fixture, shared with the payments tests
@@ -43,17 +44,10 @@ def fake_receiver() -> Iterator[FakeReceiver]:
 
 @pytest.fixture
 def receiver(fake_receiver: FakeReceiver) -> Iterator[FakeReceiver]:
-    fake_receiver.reset()
-    yield fake_receiver
-    fake_receiver.reset()
+    yield from reset_around(fake_receiver)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-async def events_database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Database]:
-    async with migrated_database(request.param, tmp_path_factory.mktemp("events")) as made:
-        yield made
+events_database = database_of_its_own("events_database")
 
 
 @pytest.fixture(scope="session")

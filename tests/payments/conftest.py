@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.config import Settings
 from tests.apps import asgi_client, make_settings, running_app
 from tests.databases import Database
+from tests.fakes.loopback import reset_around
 from tests.fakes.polar_server import FakePolar, running_fake_polar
 from tests.polar_webhooks import SECRET, delivery
 
@@ -45,9 +46,7 @@ def fake_polar() -> Iterator[FakePolar]:
 
 @pytest.fixture
 def polar(fake_polar: FakePolar) -> Iterator[FakePolar]:
-    fake_polar.reset()
-    yield fake_polar
-    fake_polar.reset()
+    yield from reset_around(fake_polar)
 
 
 @pytest.fixture(scope="session")
