@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.fakes.loopback import serving
+from tests.fakes.loopback import serving_fake
 
 SECRET = "whsec_" + "cmFua2ZyYW1lLWV2ZW50cy10ZXN0LXNlY3JldC0wMQ=="
 Mode = Literal["ok", "fail", "hang", "redirect"]
@@ -106,7 +106,7 @@ def _handler(fake: FakeReceiver) -> type[BaseHTTPRequestHandler]:
 
 
 def running_receiver() -> AbstractContextManager[FakeReceiver]:
-    return serving(FakeReceiver(), _handler, "/rankframe/events")
+    return serving_fake(FakeReceiver(), _handler, "/rankframe/events")
 
 
 def event_types(received: list[Received]) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import httpx
 
-from tests.fakes.loopback import serving
+from tests.fakes.loopback import serving_fake
 from tests.polar_webhooks import SECRET, delivery
 from tests.polar_webhooks import order as order_payload
 
@@ -248,4 +248,4 @@ def _handler(fake: FakePolar) -> type[BaseHTTPRequestHandler]:
 
 
 def running_fake_polar() -> AbstractContextManager[FakePolar]:
-    return serving(FakePolar(), _handler)
+    return serving_fake(FakePolar(), _handler)
