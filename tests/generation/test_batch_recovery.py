@@ -236,16 +236,16 @@ async def test_a_graceful_shutdown_hands_unfinished_items_back_at_once(
         async with (
             running_app(settings) as second,
             asgi_client(second, base_url="http://t") as client,
-            asyncio.timeout(60),
         ):
-            while True:
-                final = (
-                    await client.get(f"/v1/generation-batches/{batch_id}", headers=who.auth)
-                ).json()
-                if final["status"] == "completed":
-                    break
-                await asyncio.sleep(0.1)
-            balance = (await client.get("/v1/balance", headers=who.auth)).json()
+            async with asyncio.timeout(60):
+                while True:
+                    final = (
+                        await client.get(f"/v1/generation-batches/{batch_id}", headers=who.auth)
+                    ).json()
+                    if final["status"] == "completed":
+                        break
+                    await asyncio.sleep(0.1)
+                balance = (await client.get("/v1/balance", headers=who.auth)).json()
         assert final["succeeded"] == 20
         assert (balance["available"], balance["reserved"]) == (10, 0)
         engine = create_engine(settings)

@@ -18,6 +18,15 @@ async def funded_site(client, credits_: int) -> tuple[Customer, str, int]:
     return who, who.site_id, await balance(client, who)
 
 
+async def generate(client, account: Customer, site_id: str):
+    """One meta title of `CONTENT`, charged 1 credit when it succeeds."""
+    return await client.post(
+        "/v1/generations",
+        json={"kind": "meta_title", "site_id": site_id, "input": CONTENT},
+        headers=account.auth,
+    )
+
+
 async def balance(client, account: Customer) -> int:
     return (await client.get("/v1/balance", headers=account.auth)).json()["available"]
 
@@ -30,11 +39,7 @@ async def listed(client, **params) -> dict:
 
 async def test_a_single_generation_found_read_and_credited_back_once(client):
     account, site_id, start = await funded_site(client, 10)
-    made = await client.post(
-        "/v1/generations",
-        json={"kind": "meta_title", "site_id": site_id, "input": CONTENT},
-        headers=account.auth,
-    )
+    made = await generate(client, account, site_id)
     assert made.status_code == 201
     generation_id = made.json()["id"]
     page = await listed(client, account_id=str(account.id))
@@ -83,11 +88,7 @@ async def test_a_single_generation_found_read_and_credited_back_once(client):
 
 async def test_concurrent_credit_backs_give_one_credit(client):
     account, site_id, start = await funded_site(client, 5)
-    made = await client.post(
-        "/v1/generations",
-        json={"kind": "meta_title", "site_id": site_id, "input": CONTENT},
-        headers=account.auth,
-    )
+    made = await generate(client, account, site_id)
     generation_id = made.json()["id"]
     answers = await asyncio.gather(
         *(
