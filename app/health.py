@@ -1,13 +1,14 @@
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 from sqlalchemy import func, select, text
 
 from app import metrics
 from app.credits.models import CreditHold
-from app.db import utcnow
+from app.db import SessionMaker, utcnow
+from app.deps import Engine
 from app.errors import DatabaseUnavailable, problem_responses
 from app.outbound import repository as outbound_repository
 
@@ -25,10 +26,10 @@ async def healthz() -> HealthRead:
 
 
 @router.get("/readyz", responses=problem_responses(DatabaseUnavailable))
-async def readyz(request: Request) -> HealthRead:
+async def readyz(engine: Engine) -> HealthRead:
     """Readiness: the database answers a query within 5 seconds."""
     try:
-        async with asyncio.timeout(5), request.app.state.engine.connect() as connection:
+        async with asyncio.timeout(5), engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except Exception as exc:
         raise DatabaseUnavailable(f"{type(exc).__name__} while querying the database") from exc
@@ -40,12 +41,12 @@ async def readyz(request: Request) -> HealthRead:
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
-async def get_metrics(request: Request) -> PlainTextResponse:
+async def get_metrics(sessionmaker: SessionMaker) -> PlainTextResponse:
     """Prometheus text format: requests, generations, credits moved, provider and webhook
     outcomes, and the open holds (read from the database, so the same on every instance)."""
     extra = ""
     try:
-        async with asyncio.timeout(5), request.app.state.sessionmaker() as session:
+        async with asyncio.timeout(5), sessionmaker() as session:
             count, total = (
                 await session.execute(
                     select(func.count(), func.coalesce(func.sum(CreditHold.amount), 0)).where(

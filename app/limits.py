@@ -5,10 +5,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.dependencies import CurrentAccount
+from app.deps import RateLimiters
 from app.errors import AppError, RateLimited, problem_response
 
 __all__ = ["PayloadTooLarge", "RateLimited", "TokenBucketLimiter", "rate_limit"]
@@ -126,10 +126,10 @@ class TokenBucketLimiter:
 
 def rate_limit(name: str) -> Callable[..., Coroutine[Any, Any, None]]:
     """A route dependency limiting the calling account on the limiter `name`
-    (`app.state.rate_limiters[name]`)."""
+    (one of the app's `RateLimiters`)."""
 
-    async def dependency(request: Request, account: CurrentAccount) -> None:
-        limiter: TokenBucketLimiter | None = request.app.state.rate_limiters[name]
+    async def dependency(limiters: RateLimiters, account: CurrentAccount) -> None:
+        limiter = limiters[name]
         if limiter is None:
             return  # kept in the database instead (PostgreSQL generations, see `main`)
         wait = limiter.acquire(str(account.id))

@@ -1,4 +1,6 @@
-"""Authentication dependencies: `CurrentAccount` (API key) and `AdminAccess` (admin token)."""
+"""Authentication dependencies: `CurrentAccount` (API key) and `AdminAccess` (admin token).
+
+`AppSettings` is re-exported for the routers that import it from here."""
 
 import hmac
 import uuid
@@ -9,8 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.accounts import service
 from app.accounts.models import Account, Site
-from app.config import Settings
 from app.db import Session
+from app.deps import AppSettings, ReadSessionMaker, Statements
 from app.errors import Unauthorized
 from app.observability import account_id_var
 
@@ -20,14 +22,6 @@ _admin_bearer = HTTPBearer(
 )
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
-
-
-async def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-AppSettings = Annotated[Settings, Depends(get_app_settings)]
 
 
 async def bearer_key(
@@ -48,15 +42,19 @@ def mark_authenticated(request: Request, account_id: uuid.UUID) -> None:
     account_id_var.set(str(account_id))
 
 
-async def current_account(request: Request, raw_key: BearerKey) -> Account:
+async def current_account(
+    request: Request,
+    raw_key: BearerKey,
+    statements: Statements,
+    read_sessionmaker: ReadSessionMaker,
+) -> Account:
     """The account whose API key authorised the request: one autocommit read on a connection
     given back at once (so an endpoint that calls a model holds no connection meanwhile);
     on PostgreSQL, on the driver pool."""
-    statements = request.app.state.statements
     if statements is not None:
         account = await service.authenticate_on_driver(statements, raw_key)
     else:
-        async with request.app.state.read_sessionmaker() as session:
+        async with read_sessionmaker() as session:
             account = await service.authenticate(session, raw_key)
     if account is None:
         raise Unauthorized("The API key is unknown or revoked.", headers=_CHALLENGE)
@@ -95,3 +93,5 @@ async def owned_site(site_id: uuid.UUID, account: CurrentAccount, session: Sessi
 
 
 OwnedSite = Annotated[Site, Depends(owned_site)]
+
+__all__ = ["AdminAccess", "AppSettings", "BearerKey", "CurrentAccount", "OwnedSite"]

@@ -10,24 +10,25 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.accounts import plugin_sessions
-from app.accounts.dependencies import AdminAccess, AppSettings
+from app.accounts.dependencies import AdminAccess
 from app.accounts.plugin_sessions import (
     PluginSessionApprovedElsewhere,
     PluginSessionGone,
     PluginSessionStatus,
     PluginSignInNotConfigured,
 )
-from app.accounts.router import api_key_created
 from app.accounts.schemas import (
     PluginSessionApprove,
     PluginSessionApproved,
     PluginSessionCreated,
     PluginSessionPending,
 )
+from app.accounts.views import api_key_created
 from app.config import Settings
 from app.db import Session
+from app.deps import AppSettings, RateLimiters
 from app.errors import NotFound, Unauthorized, problem_responses
-from app.limits import RateLimited, TokenBucketLimiter
+from app.limits import RateLimited
 
 router = APIRouter(tags=["plugin sign-in"])
 
@@ -46,8 +47,9 @@ def _configured(settings: Settings) -> str:
     return settings.plugin_authorize_url
 
 
-async def _limit_by_address(request: Request) -> None:
-    limiter: TokenBucketLimiter = request.app.state.rate_limiters["plugin_sessions"]
+async def _limit_by_address(request: Request, limiters: RateLimiters) -> None:
+    limiter = limiters["plugin_sessions"]
+    assert limiter is not None  # always in-process (`main.create_app`)
     address = request.client.host if request.client else "unknown"
     wait = limiter.acquire(address)
     if wait > 0:

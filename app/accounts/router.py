@@ -2,65 +2,26 @@ import uuid
 
 from fastapi import APIRouter, Response
 
+from app import flows
 from app.accounts import service
-from app.accounts.dependencies import AdminAccess, AppSettings, CurrentAccount, OwnedSite
-from app.accounts.models import Account, ApiKey
+from app.accounts.dependencies import AdminAccess, CurrentAccount, OwnedSite
 from app.accounts.schemas import (
     AccountCreate,
     AccountCreated,
     AccountRead,
-    AdminAccountRead,
-    ApiKeyCreated,
     ApiKeyCreatedResponse,
-    ApiKeyRead,
     SiteCreate,
     SiteList,
     SiteRead,
-    SubscriptionRead,
 )
-from app.accounts.service import EmailTaken, NewApiKey
-from app.credits.views import balance_snapshot
-from app.db import Session, utcnow
+from app.accounts.service import EmailTaken
+from app.accounts.views import account_read, api_key_created
+from app.db import Session
+from app.deps import AppSettings
 from app.errors import NotFound, Unauthorized, problem_responses
-from app.payments import service as payments
-from app.payments.schemas import PurchaseReviewRead
+from app.flows import AdminAccountRead
 
 router = APIRouter()
-
-
-def subscription_read(account: Account) -> SubscriptionRead:
-    return SubscriptionRead(
-        status=account.subscription_status,  # type: ignore[arg-type]
-        usable=service.is_usable(account, utcnow()),
-        trial_ends_at=account.trial_ends_at,
-        current_period_end=account.current_period_end,
-        cancel_at_period_end=account.cancel_at_period_end,
-    )
-
-
-def account_read(account: Account) -> AccountRead:
-    return AccountRead(
-        id=account.id,
-        email=account.email,
-        created_at=account.created_at,
-        trial_ends_at=account.trial_ends_at,
-        subscription=subscription_read(account),
-    )
-
-
-def api_key_created(key: NewApiKey) -> ApiKeyCreated:
-    return ApiKeyCreated(
-        id=key.record.id, key=key.secret, prefix=key.prefix, created_at=key.record.created_at
-    )
-
-
-def api_key_read(key: ApiKey) -> ApiKeyRead:
-    return ApiKeyRead(
-        id=key.id,
-        prefix=f"{service.API_KEY_PREFIX}{key.lookup_id}",
-        created_at=key.created_at,
-        revoked_at=key.revoked_at,
-    )
 
 
 @router.post(
@@ -73,7 +34,7 @@ async def create_account(
     body: AccountCreate, session: Session, settings: AppSettings, _: AdminAccess
 ) -> AccountCreated:
     """Create an account (starting its trial) and its first API key, shown only here."""
-    account, key = await service.create_account(
+    account, key = await flows.create_account(
         session,
         str(body.email),
         trial_days=settings.trial_days,
@@ -89,25 +50,7 @@ async def create_account(
 )
 async def get_account(account_id: uuid.UUID, session: Session, _: AdminAccess) -> AdminAccountRead:
     """An account with its balance, subscription and API keys."""
-    account = await service.get_account(session, account_id)
-    keys = await service.list_api_keys(session, account_id)
-    return AdminAccountRead(
-        **account_read(account).model_dump(),
-        balance=await balance_snapshot(session, account),
-        api_keys=[api_key_read(k) for k in keys],
-        purchases_needing_review=[
-            PurchaseReviewRead(
-                purchase_intent_id=intent.id,
-                package_id=intent.package_id,
-                credits=intent.credits,
-                price_cents=intent.price_cents,
-                polar_order_id=intent.polar_order_id,
-                completed_at=intent.completed_at,
-                reason=intent.review_reason or "",
-            )
-            for intent in await payments.intents_needing_review(session, account_id)
-        ],
-    )
+    return await flows.admin_account(session, account_id)
 
 
 @router.post(
@@ -161,7 +104,7 @@ async def connect_site(
 ) -> SiteRead:
     """Connect a Framer project; the first site an account ever connects grants the
     starter credits. A project already connected answers 200 with its site."""
-    site, created = await service.connect_site(
+    site, created = await flows.connect_site(
         session,
         account.id,
         framer_project_id=body.framer_project_id,

@@ -5,8 +5,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.accounts.models import SubscriptionStatus
-from app.credits.schemas import BalanceRead
-from app.payments.schemas import PurchaseReviewRead
 from app.validation import FilledText
 
 
@@ -90,15 +88,6 @@ class SiteRead(BaseModel):
 
 class SiteList(BaseModel):
     sites: list[SiteRead]
-
-
-class AdminAccountRead(AccountRead):
-    """An account as support sees it."""
-
-    balance: BalanceRead
-    api_keys: list[ApiKeyRead]
-    purchases_needing_review: list[PurchaseReviewRead]
-    """Paid purchases credited against a rule (a second first-time offer): support decides."""
 
 
 class PluginSessionCreated(BaseModel):

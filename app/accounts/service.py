@@ -14,7 +14,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, ApiKey, Site
-from app.credits import service as credits
 from app.db import StatementRunner, utcnow
 from app.errors import AppError, Conflict, NotFound
 
@@ -75,9 +74,9 @@ def ensure_usable(account: Account) -> None:
         )
 
 
-async def create_account(
-    session: AsyncSession, email: str, *, trial_days: int, low_balance_threshold: int | None = None
-) -> tuple[Account, NewApiKey]:
+async def add_account(session: AsyncSession, email: str, *, trial_days: int) -> Account:
+    """A new account, its trial starting now. Its credit balance and first API key come with
+    it in `app.flows.create_account`."""
     email = email.strip().lower()
     taken = await session.execute(select(Account.id).where(Account.email == email))
     if taken.first() is not None:
@@ -96,9 +95,7 @@ async def create_account(
         await session.flush()
     except IntegrityError as exc:  # a concurrent create with the same email won
         raise EmailTaken(f"{email} already has an account.") from exc
-    await credits.open_account(session, account.id, low_balance_threshold=low_balance_threshold)
-    key = await create_api_key(session, account.id)
-    return account, key
+    return account
 
 
 async def get_account(session: AsyncSession, account_id: uuid.UUID) -> Account:
@@ -227,19 +224,26 @@ async def authenticate(session: AsyncSession, raw_key: str) -> Account | None:
     return account
 
 
+@dataclass(frozen=True)
+class SiteConnection:
+    site: Site
+    created: bool
+    """False: the project was already connected (the site is the existing one)."""
+    first: bool
+    """The account's first site ever: it earns the starter credits."""
+
+
 async def connect_site(
     session: AsyncSession,
     account_id: uuid.UUID,
     *,
     framer_project_id: str,
     name: str,
-    starter_credits: int,
-) -> tuple[Site, bool]:
+) -> SiteConnection:
     """Connect a Framer project (or return the live site already connected for it).
 
-    The first site an account ever connects grants the starter credits, once: the account
-    row is locked, so racing connects queue up, and the ledger's unique index on the
-    account's starter grant backs that up."""
+    The account row is locked, so racing connects queue up and exactly one of them is the
+    account's first site ever (`app.flows.connect_site` grants the starter credits for it)."""
     account = await lock_account(session, account_id)
     existing = (
         await session.execute(
@@ -251,7 +255,7 @@ async def connect_site(
         )
     ).scalar_one_or_none()
     if existing is not None:
-        return existing, False
+        return SiteConnection(existing, created=False, first=False)
     now = utcnow()
     site = Site(
         id=uuid.uuid4(),
@@ -261,18 +265,11 @@ async def connect_site(
         created_at=now,
     )
     session.add(site)
-    if account.first_site_connected_at is None:
+    first = account.first_site_connected_at is None
+    if first:
         account.first_site_connected_at = now
-        if starter_credits > 0:
-            await credits.grant(
-                session,
-                account_id,
-                starter_credits,
-                type="starter_grant",
-                description="Starter credits for connecting your first site",
-            )
     await session.flush()
-    return site, True
+    return SiteConnection(site, created=True, first=first)
 
 
 async def list_sites(session: AsyncSession, account_id: uuid.UUID) -> list[Site]:
@@ -320,7 +317,8 @@ async def apply_subscription_change(
     Events arrive retried, duplicated and out of order, so the provider's own timestamp
     decides: a state observed before the one stored changes nothing. Lapsing freezes the
     balance (see `is_usable`), renewing unfreezes the same balance; nothing here touches
-    credits. Returns whether anything changed."""
+    credits. Returns whether anything changed (the caller tells the balance's live clients:
+    `usable` is part of the badge)."""
     account = await lock_account(session, account_id)
     if (
         account.subscription_updated_at is not None
@@ -336,8 +334,6 @@ async def apply_subscription_change(
         account.trial_ends_at = change.trial_ends_at
     account.subscription_updated_at = change.observed_at
     await session.flush()
-    # `usable` is part of the balance badge: live clients should hear about it.
-    credits.mark_balance_changed(session, account_id)
     return True
 
 

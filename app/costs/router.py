@@ -2,13 +2,14 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
 from app.accounts.dependencies import AdminAccess
 from app.costs import service
 from app.costs.schemas import CostReport
 from app.db import Session
+from app.deps import AppSettings
 from app.errors import Unauthorized, problem_responses
 
 router = APIRouter(tags=["admin"])
@@ -35,7 +36,7 @@ Day = Annotated[date, BeforeValidator(_iso_day)]
 async def get_costs(
     _: AdminAccess,
     session: Session,
-    request: Request,
+    settings: AppSettings,
     from_: Annotated[
         Day | None,
         Query(alias="from", description="First day, `YYYY-MM-DD` (UTC); default 29 days ago."),
@@ -49,4 +50,4 @@ async def get_costs(
     A `from` after `to` covers no day: an empty report."""
     last = to or datetime.now(UTC).date()
     first = from_ or last - timedelta(days=service.DEFAULT_DAYS - 1)
-    return await service.cost_report(session, request.app.state.settings, first, last)
+    return await service.cost_report(session, settings, first, last)

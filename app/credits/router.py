@@ -6,21 +6,14 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse
 
-from app import idempotency
+from app import flows, idempotency
 from app.accounts import service as accounts
-from app.accounts.dependencies import (
-    AdminAccess,
-    AppSettings,
-    BearerKey,
-    CurrentAccount,
-    mark_authenticated,
-)
-from app.credits import service
+from app.accounts.dependencies import AdminAccess, BearerKey, CurrentAccount, mark_authenticated
+from app.credits import adjustments
 from app.credits.events import BalanceBroadcaster, BalanceEvent
 from app.credits.schemas import (
     AdjustmentCreate,
     BalanceRead,
-    EstimateCredits,
     EstimateRead,
     LedgerEntryRead,
     LedgerPage,
@@ -28,9 +21,9 @@ from app.credits.schemas import (
 from app.credits.service import InsufficientCreditsToTake
 from app.credits.views import CURSOR_PATTERN, balance_for_key, ledger_page
 from app.db import Session
+from app.deps import AppSettings, Broadcaster, ReadEngine
 from app.errors import IdempotencyKeyReused, NotFound, Unauthorized, problem_responses
-from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
-from app.payments import packages
+from app.idempotency import ADMIN_SCOPE, IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
 
 router = APIRouter()
 
@@ -93,9 +86,11 @@ IdempotencyKey = Annotated[
     tags=["balance"],
     responses=problem_responses(Unauthorized),
 )
-async def get_balance(request: Request, raw_key: BearerKey, response: Response) -> BalanceRead:
+async def get_balance(
+    request: Request, raw_key: BearerKey, response: Response, read_engine: ReadEngine
+) -> BalanceRead:
     """The account's credit balance and badge text; never cached."""
-    async with request.app.state.read_engine.connect() as connection:
+    async with read_engine.connect() as connection:
         found = await balance_for_key(connection, raw_key)
     if found is None:
         raise Unauthorized(
@@ -127,7 +122,7 @@ async def get_balance(request: Request, raw_key: BearerKey, response: Response) 
 async def stream_balance(
     account: CurrentAccount,
     raw_key: BearerKey,
-    request: Request,
+    broadcaster: Broadcaster,
     settings: AppSettings,
     last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
@@ -135,7 +130,7 @@ async def stream_balance(
     (purchases, generations, adjustments, refunds), from any server instance. With
     `Last-Event-ID`, the balance on connect only if it changed since that event."""
     events = _balance_stream(
-        request.app.state.balance_broadcaster,
+        broadcaster,
         account.id,
         accounts.key_lookup_id(raw_key),
         last_event_id,
@@ -201,19 +196,7 @@ async def estimate_credits(
 ) -> EstimateRead:
     """Credits for a full pass over a site: a meta title and description per page, alt text
     per image, optionally a schema per page (one credit each), and the package to buy."""
-    schema_credits = pages if schema else 0
-    total = pages * 2 + images + schema_credits
-    first_time_available = not await service.has_purchased(session, account.id)
-    return EstimateRead(
-        credits=EstimateCredits(
-            meta_titles=pages,
-            meta_descriptions=pages,
-            alt_text=images,
-            schema_=schema_credits,
-            total=total,
-        ),
-        recommended_package=packages.recommend(total, first_time_available=first_time_available).id,
-    )
+    return await flows.estimate(session, account, pages=pages, images=images, schema=schema)
 
 
 @router.post(
@@ -238,29 +221,17 @@ async def create_adjustment(
     """Add or take away credits by hand, with a reason for the audit trail.
 
     A negative adjustment larger than `available` is `409 insufficient_credits`."""
-    await accounts.get_account(session, account_id)
-    fingerprint = idempotency.fingerprint(
-        "POST", f"/v1/admin/accounts/{account_id}/adjustments", body.model_dump(mode="json")
+    request = idempotency.IdempotentRequest.of(
+        ADMIN_SCOPE,
+        idempotency_key,
+        "POST",
+        f"/v1/admin/accounts/{account_id}/adjustments",
+        body.model_dump(mode="json"),
     )
-    claim = await idempotency.claim(session, "admin", idempotency_key, fingerprint)
-    if isinstance(claim, idempotency.Replay):
-        return claim.response()  # type: ignore[return-value]
-    if isinstance(claim, idempotency.InProgress):
-        raise IdempotentRequestInProgress("Retry shortly.", headers={"Retry-After": "1"})
-    description = f"Adjustment: {body.reason}"
-    if body.amount > 0:
-        entry = await service.grant(
-            session, account_id, body.amount, type="adjustment", description=description
-        )
-    else:
-        taken = await service.take(
-            session, account_id, -body.amount, type="adjustment", description=description
-        )
-        assert taken is not None
-        entry = taken
-    result = LedgerEntryRead.model_validate(entry)
-    await idempotency.complete(session, claim, 201, result.model_dump(mode="json"))
-    return result
+    outcome = await adjustments.adjust(session, account_id, body, request)
+    if isinstance(outcome, idempotency.Replay):
+        return outcome.response()  # type: ignore[return-value]
+    return outcome
 
 
 @router.get(

@@ -43,7 +43,8 @@ from app.db import utcnow
 from app.generation import economy_repository as repository
 from app.generation import queue
 from app.generation import repository as batches
-from app.generation.lifecycle import ItemState
+from app.generation.background import every, keep_holds_alive
+from app.generation.lifecycle import ItemState, check_move
 from app.generation.models import GenerationBatch, GenerationBatchItem, ProviderBatch
 from app.generation.outputs import InvalidOutput
 from app.generation.providers.anthropic import AnthropicProvider
@@ -66,7 +67,6 @@ PRIORITY = "economy"
 RESULTS_GROUP = 200
 """Results settled in one transaction."""
 POLL_BATCHES = 10
-HOLD_CHUNK = 500
 CUSTOM_ID_PREFIX = "item-"
 
 
@@ -145,24 +145,18 @@ class EconomyBatches:
                     await self.nudge.wait()
 
     async def _keep_alive_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.batch_heartbeat_interval_seconds)
-            try:
-                await self.keep_alive()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("economy batches: keeping holds alive failed; retrying")
+        await every(
+            self.settings.batch_heartbeat_interval_seconds,
+            self.keep_alive,
+            "economy batches: keeping holds alive",
+        )
 
     async def keep_alive(self) -> None:
         """Extend the holds of every economy item at Anthropic."""
         ttl = timedelta(seconds=self.settings.batch_hold_ttl_seconds)
         async with self.runtime.sessionmaker() as session, session.begin():
             holds = await repository.in_flight_holds(session)
-        for start in range(0, len(holds), HOLD_CHUNK):
-            async with self.runtime.sessionmaker() as session, session.begin():
-                chunk = holds[start : start + HOLD_CHUNK]
-                await credits.keep_alive(session, chunk, ttl=ttl, skip_locked=True)
+        await keep_holds_alive(self.runtime.sessionmaker, holds, ttl)
 
     # --- submitting ---
 
@@ -173,25 +167,33 @@ class EconomyBatches:
         token = uuid.uuid4()
         claimed: list[_Claimed] = []
         async with self.runtime.sessionmaker() as session, session.begin():
+            # The batch row first, then its items: the order a cancel locks them in.
+            batch_id = await repository.next_batch_to_submit(session, now)
+            if batch_id is None:
+                return False
+            batch = (await queue.lock_batches(session, [batch_id]))[batch_id]
             found = await repository.claim_items(
-                session, now, settings.economy_max_requests_per_batch
+                session, now, settings.economy_max_requests_per_batch, batch_id
             )
             if not found:
-                return False
+                return False  # another instance is taking them right now
             alive = set(
                 await credits.keep_alive(
                     session,
-                    [item.hold_id for item, _ in found],
+                    [item.hold_id for item in found],
                     ttl=timedelta(seconds=settings.batch_hold_ttl_seconds),
                     now=now,
                 )
             )
-            for item, batch in found:
+            for item in found:
+                if item.status != ItemState.QUEUED:  # its submitter's lease ran out
+                    item.status = check_move(item.status, ItemState.QUEUED)
                 if item.hold_id not in alive or item.attempts >= settings.batch_max_attempts:
                     await credits.release(session, item.hold_id, now=now)
                     expired = item.hold_id not in alive
-                    _fail(
+                    queue.fail_item(
                         item,
+                        batch,
                         "reservation_expired" if expired else "interrupted",
                         "Its credit reservation expired before it could be generated."
                         if expired
@@ -199,6 +201,8 @@ class EconomyBatches:
                         now,
                     )
                     continue
+                # Claimed for this submission: a cancel until it is sent still stops it.
+                item.status = check_move(item.status, ItemState.CLAIMED)
                 item.claimed_by = self.instance_id
                 item.claim_token = token
                 item.claimed_until = now + timedelta(seconds=settings.batch_lease_seconds)
@@ -207,11 +211,11 @@ class EconomyBatches:
                     _Claimed(item.id, batch.id, GenerationKind(batch.kind), dict(item.input))
                 )
             if claimed:
-                if self.anthropic is None:
-                    for item, _ in found:
+                if self.anthropic is None:  # generated here, now: started in this commit
+                    for item in found:
                         if item.claim_token == token:
-                            item.status = ItemState.GENERATING
-                await queue.mark_batch_running(session, claimed[0].batch_id)
+                            item.status = check_move(item.status, ItemState.GENERATING)
+                await queue.mark_batch_running(session, batch_id)
         if not claimed:
             return True
         if self.anthropic is None:
@@ -278,12 +282,13 @@ class EconomyBatches:
                 self.runtime.provider, self.settings, one.kind, one.payload
             )
             async with self.runtime.sessionmaker() as session, session.begin():
+                batch = (await queue.lock_batches(session, [one.batch_id]))[one.batch_id]
                 items = await queue.lock_items(session, [one.item_id])
                 item = items.get(one.item_id)
                 if item is None or item.status != ItemState.GENERATING or item.claim_token != token:
                     continue
                 await self._record(
-                    session, [(item, _Outcome(one.item_id, one.kind, one.payload, answer))]
+                    session, batch, [(item, _Outcome(one.item_id, one.kind, one.payload, answer))]
                 )
             await self._complete(one.batch_id)
 
@@ -341,11 +346,15 @@ class EconomyBatches:
         async with self.runtime.sessionmaker() as session, session.begin():
             missing = await repository.running_item_ids(session, provider_batch.id)
             if missing:
+                batch_id = provider_batch.batch_id
+                batch = (await queue.lock_batches(session, [batch_id]))[batch_id]
                 items = await repository.lock_running_items(session, provider_batch.id, missing)
                 now = utcnow()
                 await credits.release_many(session, [i.hold_id for i in items.values()], now=now)
                 for item in items.values():
-                    _fail(item, "missing_result", "Anthropic returned no result for it.", now)
+                    queue.fail_item(
+                        item, batch, "missing_result", "Anthropic returned no result for it.", now
+                    )
             await repository.mark_settled(session, provider_batch.id, utcnow())
         await self._complete(provider_batch.batch_id)
 
@@ -410,11 +419,14 @@ class EconomyBatches:
                 retried = await self._standard_retry(provider, outcome.kind, outcome.payload)
                 outcome.answer = _with_tokens_added(retried, economy)
         async with self.runtime.sessionmaker() as session, session.begin():
+            batch_id = provider_batch.batch_id
+            batch = (await queue.lock_batches(session, [batch_id]))[batch_id]
             items = await repository.lock_running_items(
                 session, provider_batch.id, [outcome.item_id for outcome in group]
             )
             await self._record(
                 session,
+                batch,
                 [(items[o.item_id], o) for o in group if o.item_id in items],
                 latency_from=provider_batch.created_at,
             )
@@ -441,6 +453,7 @@ class EconomyBatches:
     async def _record(
         self,
         session: Any,
+        batch: GenerationBatch,
         results: Sequence[tuple[GenerationBatchItem, _Outcome]],
         *,
         latency_from: Any = None,
@@ -472,20 +485,20 @@ class EconomyBatches:
                 if latency_from is None:
                     item.latency_ms = answer.latency_ms
                 if settled[item.hold_id].outcome is HoldOutcome.SETTLED:
-                    item.status = "succeeded"
+                    queue.finish_item(item, batch, ItemState.SUCCEEDED, now)
                     item.output = answer.output
                     item.credits_charged = 1
-                    item.finished_at = now
                 else:
-                    _fail(
+                    queue.fail_item(
                         item,
+                        batch,
                         "reservation_expired",
                         "The result arrived after the credit reservation had expired.",
                         now,
                     )
             else:
                 released.append(item.hold_id)
-                _fail(item, answer.reason, answer.detail, now)
+                queue.fail_item(item, batch, answer.reason, answer.detail, now)
                 if answer.kind is FailureKind.UNAVAILABLE:
                     item.error_code = "provider_unavailable"
         if released:
@@ -534,12 +547,3 @@ def _with_tokens_added(
     answer.input_tokens, answer.output_tokens = input_tokens, output_tokens
     answer.model = answer.model or earlier.model
     return answer
-
-
-def _fail(item: GenerationBatchItem, reason: str, detail: str, now: Any) -> None:
-    item.status = "failed"
-    item.error_code = "generation_failed"
-    item.error_detail = f"{reason}: {detail}"
-    item.finished_at = now
-    item.claimed_until = None
-    item.claim_token = None

@@ -8,7 +8,9 @@ generations: adaptive concurrency (AIMD).
   before the limit: nothing left means no new call until the reset; no more requests left
   than the calls this process could add anyway means no growth.
 * Each success grows the limit by 1/limit, i.e. by one slot per `limit` successes, back up
-  to the ceiling.
+  to the ceiling; within one slot of the level where the last cut happened it grows
+  `PROBE_SLOWDOWN` times slower (the provider said no there: probe it rarely), and once
+  above that level without a rejection it forgets it.
 
 A batch worker waits for a slot as long as it takes (its item stays claimed, and a cancel
 still stops it); a single generation waits a bounded time, then answers 503.
@@ -33,6 +35,8 @@ REMAINING_HEADERS = (
 DEFAULT_PAUSE_SECONDS = 1.0
 """A 429 without `retry-after`: pause new calls this long."""
 MAX_PAUSE_SECONDS = 60.0
+PROBE_SLOWDOWN = 8
+"""How much slower the limit grows near the level that was last rejected."""
 
 
 class SlotUnavailable(Exception):
@@ -82,6 +86,8 @@ class AdaptiveLimiter:
         self._clock = clock
         self._name = name
         self._cut_at_calls: int | None = None
+        self._rejected_at: float | None = None
+        """The limit when the last cut happened: growth slows just below it."""
         self._calls_started = 0
         self._urgent = 0
         """Bounded waits (single generations) waiting now: batch waits let them go first."""
@@ -169,14 +175,24 @@ class AdaptiveLimiter:
                 None if self._cut_at_calls is None else self._calls_started - self._cut_at_calls
             )
             if since_cut is None or since_cut >= self.allowed:
+                self._rejected_at = float(self.allowed)
                 self.limit = max(1.0, self.limit / 2)
                 self._cut_at_calls = self._calls_started
         elif 200 <= status_code < 300 and not tight:
-            self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+            self._grow()
         if pause > 0:
             self.paused_until = max(self.paused_until, now + pause)
         self._report()
         self._wake()
+
+    def _grow(self) -> None:
+        step = 1 / self.limit
+        if self._rejected_at is not None:
+            if self.limit > self._rejected_at:
+                self._rejected_at = None  # the level that was refused is served now
+            elif self.limit + 1 > self._rejected_at:
+                step /= PROBE_SLOWDOWN
+        self.limit = min(float(self.ceiling), self.limit + step)
 
     def _headroom(self) -> int:
         """Calls this process could start without growing (this answer's slot included)."""

@@ -279,6 +279,26 @@ def next_event_seq(batch: GenerationBatch) -> int:
     return batch.event_seq
 
 
+def finish_item(
+    item: GenerationBatchItem, batch: GenerationBatch, state: ItemState, now: datetime
+) -> None:
+    """An item's final move, checked against the life cycle, with its batch's next event
+    number (the batch row must be locked): batch workers and economy batches alike."""
+    item.status = check_move(item.status, state)
+    item.finished_at = now
+    item.claimed_until = None
+    item.claim_token = None
+    item.event_seq = next_event_seq(batch)
+
+
+def fail_item(
+    item: GenerationBatchItem, batch: GenerationBatch, reason: str, detail: str, now: datetime
+) -> None:
+    finish_item(item, batch, ItemState.FAILED, now)
+    item.error_code = "generation_failed"
+    item.error_detail = f"{reason}: {detail}"
+
+
 async def unclaim(
     session: AsyncSession, item_id: int, claim_token: uuid.UUID, *, spend_attempt: bool
 ) -> bool:
@@ -353,12 +373,19 @@ async def cancel_unstarted_items(
     """Cancel the (locked) batch's items not sent to the model: queued and claimed ones,
     under one event number; returns their holds. An item a worker is moving to
     `generating` right now is waited for: it is then generating, and left to finish."""
+    return await _cancel_items(
+        session, batch, now, GenerationBatchItem.status.in_(lifecycle.values(CANCELABLE))
+    )
+
+
+async def _cancel_items(
+    session: AsyncSession, batch: GenerationBatch, now: datetime, *where: Any
+) -> list[uuid.UUID]:
+    """The (locked) batch's items that match `where` -> `canceled`, under one event number
+    (the batch's next); their holds, for the caller to release."""
     rows = await session.execute(
         update(GenerationBatchItem)
-        .where(
-            GenerationBatchItem.batch_id == batch.id,
-            GenerationBatchItem.status.in_(lifecycle.values(CANCELABLE)),
-        )
+        .where(GenerationBatchItem.batch_id == batch.id, *where)
         .values(
             status=ItemState.CANCELED,
             finished_at=now,
@@ -381,7 +408,7 @@ _FINISHED = lifecycle.values(lifecycle.FINISHED)
 async def number_finished_items(session: AsyncSession, batch: GenerationBatch) -> int:
     """Give each of the (locked) batch's finished items that has no event number yet its
     own, in the order they finished (items finished by code that does not number them:
-    economy results, and items finished before event numbers existed); how many."""
+    items finished before event numbers existed); how many."""
     unnumbered = (
         await session.execute(
             select(GenerationBatchItem.id)
@@ -440,27 +467,13 @@ async def cancel_stale_items(
 ) -> list[uuid.UUID]:
     """Of a locked canceled batch: its leased items nobody renewed -> `canceled`, one event
     number; their holds."""
-    rows = await session.execute(
-        update(GenerationBatchItem)
-        .where(
-            GenerationBatchItem.batch_id == batch.id,
-            GenerationBatchItem.status.in_(lifecycle.values(LEASED)),
-            GenerationBatchItem.claimed_until <= now,
-        )
-        .values(
-            status=ItemState.CANCELED,
-            finished_at=now,
-            claimed_until=None,
-            claim_token=None,
-            event_seq=(batch.event_seq or 0) + 1,
-        )
-        .returning(GenerationBatchItem.hold_id)
-        .execution_options(synchronize_session=False)
+    return await _cancel_items(
+        session,
+        batch,
+        now,
+        GenerationBatchItem.status.in_(lifecycle.values(LEASED)),
+        GenerationBatchItem.claimed_until <= now,
     )
-    holds = list(rows.scalars())
-    if holds:
-        next_event_seq(batch)
-    return holds
 
 
 async def renew_leases(

@@ -26,6 +26,7 @@ from app.credits import service as credits
 from app.credits.service import Charge, HoldOutcome
 from app.db import StatementRunner, utcnow
 from app.generation import queue
+from app.generation.background import every, keep_holds_alive
 from app.generation.lifecycle import LEASED, ItemState, check_move
 from app.generation.limiter import AdaptiveLimiter
 from app.generation.providers import create_provider
@@ -45,9 +46,13 @@ from app.generation.service import (
 
 logger = logging.getLogger(__name__)
 
-HOLD_CHUNK = 500
 RECORD_GROUP = 64
 """Results recorded in one transaction at most."""
+RECORD_LINGER_SECONDS = 0.05
+"""How long the recorder waits after a first result for others to join its transaction.
+Recording is off the workers' path (a worker starts its next item at once), so the wait
+costs no throughput; it turns about one transaction per result into one per three or four
+(docs/benchmarks.md), and a result reaches the batch's events at most this much later."""
 
 
 @dataclass(frozen=True)
@@ -77,9 +82,14 @@ class BatchWorkers:
         self.settings = runtime.settings
         self.concurrency = runtime.settings.generation_concurrency
         self.instance_id = instance_name()
-        self.ahead = max(1, self.concurrency // 4)
+        self.ahead = max(1, self.concurrency // 2)
         """Items claimed ahead of free workers: enough that a worker rarely waits for a claim,
-        few enough that a batch that just arrived waits behind few items claimed before it."""
+        few enough that a batch that just arrived waits behind few items claimed before it
+        (at most half a round of calls)."""
+        self.claim_at_least = max(1, self.ahead // 2)
+        """A claim is made for this many items at least (unless a worker is idle): results
+        come in bursts, and claiming for each finished item alone costs a transaction per
+        item."""
         self._queue: asyncio.Queue[_Claimed] = asyncio.Queue()
         self._results: asyncio.Queue[tuple[_Claimed, ProviderResult | ProviderError] | None] = (
             asyncio.Queue()
@@ -139,7 +149,8 @@ class BatchWorkers:
                 self.concurrency,
                 self.concurrency + self.ahead - self._busy - self._queue.qsize(),
             )
-            if wanted > 0:
+            idle_worker = self._busy + self._queue.qsize() < self.concurrency
+            if wanted >= self.claim_at_least or (wanted > 0 and idle_worker):
                 try:
                     claimed = await self.claim(wanted)
                 except asyncio.CancelledError:
@@ -299,6 +310,7 @@ class BatchWorkers:
                 return
             group = [first]
             stop = False
+            await asyncio.sleep(RECORD_LINGER_SECONDS)
             while not self._results.empty() and len(group) < RECORD_GROUP:
                 more = self._results.get_nowait()
                 if more is None:
@@ -361,16 +373,16 @@ class BatchWorkers:
                 if isinstance(answer, ProviderResult):
                     item.latency_ms = answer.latency_ms
                     if settled[item.hold_id].outcome is HoldOutcome.SETTLED:
-                        _finish(item, batch, ItemState.SUCCEEDED, now)
+                        queue.finish_item(item, batch, ItemState.SUCCEEDED, now)
                         item.output = answer.output
                         item.credits_charged = 1
                     else:
-                        _fail(item, batch, "reservation_expired", EXPIRED_LATE, now)
+                        queue.fail_item(item, batch, "reservation_expired", EXPIRED_LATE, now)
                 elif answer.kind is FailureKind.UNAVAILABLE:
                     released.extend(_requeue(item, batch, answer, now))
                 else:
                     released.append(item.hold_id)
-                    _fail(item, batch, answer.reason, answer.detail, now)
+                    queue.fail_item(item, batch, answer.reason, answer.detail, now)
             if released:
                 await credits.release_many(session, released, now=now)
             await session.flush()
@@ -392,7 +404,7 @@ class BatchWorkers:
             if item is None or item.status not in LEASED or item.claim_token != claimed.token:
                 return
             if batch.status == "canceled":
-                _finish(item, batch, ItemState.CANCELED, now)
+                queue.finish_item(item, batch, ItemState.CANCELED, now)
                 await credits.release(session, item.hold_id, now=now)
                 return
             check_move(item.status, ItemState.QUEUED)
@@ -401,14 +413,9 @@ class BatchWorkers:
     # --- the heartbeat ---
 
     async def _heartbeat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.batch_heartbeat_interval_seconds)
-            try:
-                await self.heartbeat()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("batch heartbeat failed; retrying")
+        await every(
+            self.settings.batch_heartbeat_interval_seconds, self.heartbeat, "batch heartbeat"
+        )
 
     async def heartbeat(self) -> None:
         """Renew this instance's leases and keep alive the holds of its items and of every
@@ -438,10 +445,7 @@ class BatchWorkers:
             await queue.complete_finished_batches(session, utcnow())
         async with self.runtime.sessionmaker() as session, session.begin():
             queued = await queue.queued_item_holds(session)
-        for start in range(0, len(queued), HOLD_CHUNK):
-            async with self.runtime.sessionmaker() as session, session.begin():
-                chunk = queued[start : start + HOLD_CHUNK]
-                await credits.keep_alive(session, chunk, ttl=ttl, skip_locked=True)
+        await keep_holds_alive(self.runtime.sessionmaker, queued, ttl)
 
 
 OUT_OF_ATTEMPTS = "Its workers kept stopping."
@@ -449,27 +453,12 @@ EXPIRED = "Its credit reservation expired before it could be generated."
 EXPIRED_LATE = "The result arrived after the credit reservation had expired."
 
 
-def _finish(item: Any, batch: Any, state: ItemState, now: Any) -> None:
-    """An item's final move, checked against the life cycle, with its event number."""
-    item.status = check_move(item.status, state)
-    item.finished_at = now
-    item.claimed_until = None
-    item.claim_token = None
-    item.event_seq = queue.next_event_seq(batch)
-
-
-def _fail(item: Any, batch: Any, reason: str, detail: str, now: Any) -> None:
-    _finish(item, batch, ItemState.FAILED, now)
-    item.error_code = "generation_failed"
-    item.error_detail = f"{reason}: {detail}"
-
-
 def _requeue(item: Any, batch: Any, answer: ProviderError, now: Any) -> list[uuid.UUID]:
     """Rate limited: back in the queue, not before the provider's Retry-After, its attempt
     not spent (the hold lives on: the heartbeat keeps queued items' holds). If its batch was
     canceled meanwhile, canceled instead; the hold to release, if so."""
     if batch.status == "canceled":
-        _finish(item, batch, ItemState.CANCELED, now)
+        queue.finish_item(item, batch, ItemState.CANCELED, now)
         return [item.hold_id]
     item.status = check_move(item.status, ItemState.QUEUED)
     item.claimed_by = None

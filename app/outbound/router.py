@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.accounts.dependencies import AdminAccess, AppSettings
+from app.accounts.dependencies import AdminAccess
 from app.cursors import TIME_ID_CURSOR_PATTERN, decode_time_id, encode_time_id
 from app.db import Session
+from app.deps import AppSettings
 from app.errors import NotFound, Unauthorized, problem_responses
 from app.outbound import repository, service
 from app.outbound.dispatcher import events_configured

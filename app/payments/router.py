@@ -1,18 +1,18 @@
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 
 from app import idempotency
-from app.accounts.dependencies import AppSettings, CurrentAccount
+from app.accounts.dependencies import CurrentAccount
 from app.accounts.service import SubscriptionInactive
 from app.db import Session, SessionMaker
+from app.deps import AppSettings, PolarClient
 from app.errors import IdempotencyKeyReused, NotFound, Unauthorized, problem_responses
 from app.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH, IdempotentRequestInProgress
 from app.limits import PayloadTooLarge, RateLimited, rate_limit
 from app.payments import service, webhooks
-from app.payments.models import PurchaseIntent
-from app.payments.polar import PaymentProviderError, create_checkout
+from app.payments.polar import PaymentProviderError
 from app.payments.schemas import (
     CreditPackageList,
     CreditPackageRead,
@@ -24,6 +24,7 @@ from app.payments.service import (
     FirstTimeOfferUnavailable,
     PaymentsNotConfigured,
     PurchaseInProgress,
+    intent_read,
 )
 from app.payments.webhooks import InvalidSignature, InvalidWebhookPayload
 
@@ -38,23 +39,6 @@ OptionalIdempotencyKey = Annotated[
         description="A unique key per intended purchase; a retry with it returns the same intent.",
     ),
 ]
-
-
-if TYPE_CHECKING:
-    from polar.v2026_10 import PolarAsync
-
-
-async def get_polar(request: Request) -> Any:
-    """The app's Polar client (None when `POLAR_ACCESS_TOKEN` is not set)."""
-    client: PolarAsync | None = request.app.state.polar
-    return client
-
-
-PolarClient = Annotated[Any, Depends(get_polar)]
-
-
-def intent_read(intent: PurchaseIntent) -> PurchaseIntentRead:
-    return PurchaseIntentRead.model_validate(intent, from_attributes=True)
 
 
 @router.get("/v1/credit-packages", tags=["purchases"], responses=problem_responses(Unauthorized))
@@ -114,56 +98,27 @@ async def create_purchase_intent(
 ) -> PurchaseIntentRead:
     """Open a Polar checkout for a credit package; pay at `checkout_url`. The credits arrive
     when Polar confirms the payment."""
-    success_url = str(body.success_url) if body.success_url else None
-    scope = f"account:{account.id}"
-    fingerprint = idempotency.fingerprint(
-        "POST", "/v1/purchase-intents", body.model_dump(mode="json")
+    request = idempotency.IdempotentRequest.of(
+        idempotency.account_scope(account.id),
+        idempotency_key,
+        "POST",
+        "/v1/purchase-intents",
+        body.model_dump(mode="json"),
     )
-    # 1. Check the rules and reserve a pending intent (short transaction).
-    async with sessionmaker() as session, session.begin():
-        claim: idempotency.Claim | None = None
-        if idempotency_key is not None:
-            claimed = await idempotency.claim(session, scope, idempotency_key, fingerprint)
-            if isinstance(claimed, idempotency.Replay):
-                return claimed.response()  # type: ignore[return-value]
-            if isinstance(claimed, idempotency.InProgress):
-                raise IdempotentRequestInProgress("Retry shortly.", headers={"Retry-After": "1"})
-            claim = claimed
-        started = await service.start_purchase(
-            session, settings, account.id, body.package_id, success_url=success_url
-        )
-        if isinstance(started, service.Existing):
-            result = intent_read(started.intent)
-            if claim is not None:
-                await idempotency.complete(session, claim, 200, result.model_dump(mode="json"))
-            response.status_code = 200
-            return result
-    # 2. Ask Polar for the checkout, holding no transaction or connection.
-    assert polar is not None  # start_purchase refuses when payments are not configured
-    try:
-        checkout = await create_checkout(
-            polar,
-            product_id=started.product_id,
-            account_id=account.id,
-            purchase_intent_id=started.intent.id,
-            package_id=started.intent.package_id,
-            success_url=success_url,
-            timeout_seconds=settings.polar_timeout_seconds,
-        )
-    except PaymentProviderError:
-        # 3a. Leave nothing half-made: no intent, and the key may be retried.
-        async with sessionmaker() as session, session.begin():
-            await service.discard_pending(session, started.intent.id)
-            if claim is not None:
-                await idempotency.abandon(session, claim)
-        raise
-    # 3b. Show the intent with its checkout.
-    async with sessionmaker() as session, session.begin():
-        intent = await service.open_checkout(session, started.intent.id, checkout)
-        result = intent_read(intent)
-        if claim is not None:
-            await idempotency.complete(session, claim, 201, result.model_dump(mode="json"))
-    return result
+    outcome = await service.purchase(
+        sessionmaker,
+        settings,
+        polar,
+        account.id,
+        body.package_id,
+        success_url=str(body.success_url) if body.success_url else None,
+        request=request,
+    )
+    if isinstance(outcome, idempotency.Replay):
+        return outcome.response()  # type: ignore[return-value]
+    if not outcome.created:
+        response.status_code = 200
+    return outcome.intent
 
 
 @router.get(

@@ -12,11 +12,12 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import idempotency
 from app.accounts import service as accounts
 from app.accounts.models import Account
 from app.config import Settings
@@ -24,10 +25,15 @@ from app.credits import alerts
 from app.credits import service as credits
 from app.db import utcnow
 from app.errors import AppError, Conflict, NotFound, ServiceNotConfigured
+from app.idempotency import IdempotentRequest, Replay
 from app.payments import repository
 from app.payments.models import PurchaseIntent
 from app.payments.packages import PACKAGES, PACKAGES_BY_ID, CreditPackage, polar_product_id
-from app.payments.polar import CheckoutSession
+from app.payments.polar import CheckoutSession, PaymentProviderError, create_checkout
+from app.payments.schemas import PurchaseIntentRead
+
+if TYPE_CHECKING:
+    from polar.v2026_10 import PolarAsync
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +167,68 @@ async def start_purchase(
     )
     await repository.add_intent(session, intent)
     return Started(intent, product_id)
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """What `purchase` opened (`created`), or the account's open first-time checkout."""
+
+    intent: PurchaseIntentRead
+    created: bool
+
+
+def intent_read(intent: PurchaseIntent) -> PurchaseIntentRead:
+    return PurchaseIntentRead.model_validate(intent, from_attributes=True)
+
+
+async def purchase(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    polar: "PolarAsync | None",
+    account_id: uuid.UUID,
+    package_id: str,
+    *,
+    success_url: str | None,
+    request: IdempotentRequest,
+) -> Purchase | Replay:
+    """Open a Polar checkout for a package: three short transactions around the Polar call,
+    none held while Polar answers, under the request's `Idempotency-Key` (when sent), or the
+    stored answer of the key's first request."""
+    # 1. Check the rules and reserve a pending intent.
+    async with sessionmaker() as session, session.begin():
+        claim = await idempotency.begin(session, request)
+        if isinstance(claim, Replay):
+            return claim
+        started = await start_purchase(
+            session, settings, account_id, package_id, success_url=success_url
+        )
+        if isinstance(started, Existing):
+            existing = intent_read(started.intent)
+            await idempotency.finish(session, claim, 200, existing.model_dump(mode="json"))
+            return Purchase(existing, created=False)
+    # 2. Ask Polar for the checkout, holding no transaction or connection.
+    assert polar is not None  # start_purchase refuses when payments are not configured
+    try:
+        checkout = await create_checkout(
+            polar,
+            product_id=started.product_id,
+            account_id=account_id,
+            purchase_intent_id=started.intent.id,
+            package_id=started.intent.package_id,
+            success_url=success_url,
+            timeout_seconds=settings.polar_timeout_seconds,
+        )
+    except PaymentProviderError:
+        # 3a. Leave nothing half-made: no intent, and the key may be retried.
+        async with sessionmaker() as session, session.begin():
+            await discard_pending(session, started.intent.id)
+            await idempotency.release(session, claim)
+        raise
+    # 3b. Show the intent with its checkout.
+    async with sessionmaker() as session, session.begin():
+        opened = intent_read(await open_checkout(session, started.intent.id, checkout))
+        await idempotency.finish(session, claim, 201, opened.model_dump(mode="json"))
+    return Purchase(opened, created=True)
 
 
 def _pending_lifetime(settings: Settings) -> timedelta:

@@ -24,6 +24,7 @@ from app import metrics
 from app.accounts import service as accounts
 from app.accounts.service import SubscriptionChange
 from app.config import Settings
+from app.credits import service as credits
 from app.db import utcnow
 from app.errors import AppError, is_database_unavailable
 from app.payments import repository, service
@@ -343,6 +344,9 @@ async def _record_subscription(
         trial_ends_at=_utc(subscription.trial_end) if status == "trialing" else None,
     )
     changed = await accounts.apply_subscription_change(session, account_id, change)
+    if changed:
+        # `usable` is part of the balance badge: live clients should hear about it.
+        credits.mark_balance_changed(session, account_id)
     return "subscription_updated" if changed else "stale_subscription_state"
 
 

@@ -1,14 +1,16 @@
 import uuid
+from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
 from app.accounts import service as accounts
 from app.accounts.dependencies import AdminAccess, CurrentAccount
 from app.db import Session, utcnow
+from app.deps import Engine
 from app.errors import NotFound, Unauthorized, problem_responses
 from app.usage import service
 from app.usage.schemas import GroupBy, UsageBucket, UsageRead
@@ -107,10 +109,10 @@ async def get_usage(
     )
 
 
-def _csv(request: Request, account_id: uuid.UUID, days: DateRange | None) -> StreamingResponse:
+def _csv(account_id: uuid.UUID, rows: AsyncIterator[bytes]) -> StreamingResponse:
     name = f"ledger-{account_id}.csv"
     return StreamingResponse(
-        service.export_csv(request.app.state.engine, account_id, days),
+        rows,
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="{name}"',
@@ -125,12 +127,12 @@ def _csv(request: Request, account_id: uuid.UUID, days: DateRange | None) -> Str
     responses={**CSV_RESPONSE, **problem_responses(Unauthorized)},
 )
 async def export_ledger(
-    request: Request, account: CurrentAccount, from_: FromParam = None, to: DateParam = None
+    engine: Engine, account: CurrentAccount, from_: FromParam = None, to: DateParam = None
 ) -> StreamingResponse:
     """The account's ledger as CSV (oldest first), streamed: `id, created_at, type, amount,
     balance_after, description, generation_id, batch_id, purchase_intent_id,
     polar_order_id`; optionally only the UTC days `from`..`to`."""
-    return _csv(request, account.id, _export_range(from_, to))
+    return _csv(account.id, service.export_csv(engine, account.id, _export_range(from_, to)))
 
 
 @router.get(
@@ -140,7 +142,7 @@ async def export_ledger(
     responses={**CSV_RESPONSE, **problem_responses(Unauthorized, NotFound)},
 )
 async def export_account_ledger(
-    request: Request,
+    engine: Engine,
     account_id: uuid.UUID,
     session: Session,
     _: AdminAccess,
@@ -150,4 +152,4 @@ async def export_account_ledger(
     """Any account's ledger as CSV, as the account gets it at `/v1/ledger/export`."""
     days = _export_range(from_, to)
     await accounts.get_account(session, account_id)
-    return _csv(request, account_id, days)
+    return _csv(account_id, service.export_csv(engine, account_id, days))

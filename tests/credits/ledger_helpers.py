@@ -6,7 +6,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accounts import service as accounts
+from app import flows
 from app.credits import service
 from app.credits.models import CreditHold, LedgerEntry
 from app.credits.service import Balance
@@ -17,7 +17,7 @@ TTL = timedelta(minutes=5)
 async def funded(sessionmaker: async_sessionmaker[AsyncSession], credits: int) -> uuid.UUID:
     """A new account holding exactly `credits` available, via one adjustment entry."""
     async with sessionmaker() as session, session.begin():
-        account, _ = await accounts.create_account(
+        account, _ = await flows.create_account(
             session, f"{uuid.uuid4().hex}@example.com", trial_days=7
         )
         if credits:

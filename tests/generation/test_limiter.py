@@ -37,6 +37,30 @@ async def test_a_429_halves_the_limit_once_per_round_and_successes_grow_it_back_
     assert limiter.allowed == 8  # never above GENERATION_CONCURRENCY
 
 
+async def test_near_the_level_that_was_refused_the_limit_grows_slowly_then_forgets_it():
+    limiter = AdaptiveLimiter(8, clock=Clock())
+    limiter.limit = 5.0
+    limiter.observe(429, {"retry-after-ms": "0"})  # refused at 5
+    assert limiter.allowed == 2
+    successes = 0
+    while limiter.allowed < 4:
+        limiter.observe(200, {})
+        successes += 1
+    assert successes <= 5  # back to one below the refused level at the usual pace
+    successes = 0
+    while limiter.allowed < 5:
+        limiter.observe(200, {})
+        successes += 1
+    assert successes >= 4 * 8 - 8  # the last slot before it: eight times slower
+    while limiter.limit <= 5.0:
+        limiter.observe(200, {})
+    successes = 0
+    while limiter.allowed < 6:  # above it without a refusal: the usual pace again
+        limiter.observe(200, {})
+        successes += 1
+    assert successes <= 6
+
+
 async def test_the_limit_never_drops_below_one():
     limiter = AdaptiveLimiter(4, clock=Clock())
     for _ in range(10):
