@@ -41,8 +41,8 @@ from sqlalchemy import text
 from app.config import Settings
 from app.db import create_engine, utcnow
 from app.generation.fair import FAIR_CLAIM_SQL
-from tests.conftest import ADMIN, run_alembic
-from tests.generation.conftest import create_database, drop_database
+from tests.apps import ADMIN
+from tests.databases import create_database, drop_database, run_alembic
 from tests.servers import ServerProcess, free_port, start_server, stop_server
 
 ITEMS = 500

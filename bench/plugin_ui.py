@@ -57,7 +57,7 @@ async def main() -> None:
     if build.returncode != 0:
         raise SystemExit(build.stdout + build.stderr)
     async with fresh_database("postgres", Path("/tmp")) as url:
-        from tests.conftest import run_alembic
+        from tests.databases import run_alembic
 
         await run_alembic(url, ("upgrade", "head"))
         with (

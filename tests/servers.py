@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.conftest import ADMIN_TOKEN, ROOT, pooler_settings
+from tests.apps import ADMIN_TOKEN
+from tests.databases import ROOT, pooler_settings
 
 STARTUP_SECONDS = 90
 """Import, lifespan (the balance listener waits up to 10 s) and first answer: seconds on an

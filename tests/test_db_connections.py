@@ -3,51 +3,47 @@
 import asyncio
 
 import asyncpg
-import httpx
 import pytest
 
 from app.db import StatementRunner
-from app.main import create_app
+from tests.apps import asgi_client, running_app
 from tests.conftest import funded_account, make_settings
 
 
 async def test_connections_the_server_closed_are_replaced_at_checkout(postgres_database):
     # One pooled connection, so the one the server closes is the one checked out next.
     settings = make_settings(postgres_database, db_pool_pre_ping=False, db_pool_size=1)
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            account = await funded_account(client, 3)
-            engine = application.state.engine
-            pids = []
-            async with engine.connect() as connection:
-                raw = await connection.get_raw_connection()
-                pids.append(raw.driver_connection.get_server_pid())
-            # What a database restart does to idle pooled connections.
-            admin = await asyncpg.connect(postgres_database.url.replace("+asyncpg", ""))
-            try:
-                killed = await admin.fetchval(
-                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
-                    "pg_stat_activity WHERE pid = ANY($1::int[])) AS t",
-                    pids,
-                )
-            finally:
-                await admin.close()
-            assert killed == 1
-            await asyncio.sleep(0.2)  # the close reaches the idle connection's socket
-            # A transaction (an adjustment) checks out a pooled connection: not a 503.
-            response = await client.post(
-                f"/v1/admin/accounts/{account.id}/adjustments",
-                json={"amount": 2, "reason": "after a restart"},
-                headers={
-                    "Authorization": f"Bearer {settings.admin_token.get_secret_value()}",
-                    "Idempotency-Key": "after-restart",
-                },
+    async with running_app(settings) as application, asgi_client(application) as client:
+        account = await funded_account(client, 3)
+        engine = application.state.engine
+        pids = []
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            pids.append(raw.driver_connection.get_server_pid())
+        # What a database restart does to idle pooled connections.
+        admin = await asyncpg.connect(postgres_database.url.replace("+asyncpg", ""))
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
+                "pg_stat_activity WHERE pid = ANY($1::int[])) AS t",
+                pids,
             )
-            assert response.status_code == 201, response.text
-            balance = await client.get("/v1/balance", headers=account.auth)
-            assert balance.json()["available"] == 5
+        finally:
+            await admin.close()
+        assert killed == 1
+        await asyncio.sleep(0.2)  # the close reaches the idle connection's socket
+        # A transaction (an adjustment) checks out a pooled connection: not a 503.
+        response = await client.post(
+            f"/v1/admin/accounts/{account.id}/adjustments",
+            json={"amount": 2, "reason": "after a restart"},
+            headers={
+                "Authorization": f"Bearer {settings.admin_token.get_secret_value()}",
+                "Idempotency-Key": "after-restart",
+            },
+        )
+        assert response.status_code == 201, response.text
+        balance = await client.get("/v1/balance", headers=account.auth)
+        assert balance.json()["available"] == 5
 
 
 async def test_the_statement_runner_keeps_connections_and_gives_back_broken_ones(

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from tests.apps import asgi_client
 from tests.conftest import ADMIN, funded_account, new_account
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
@@ -327,7 +328,6 @@ async def test_blank_means_what_the_published_schema_says(client, database, reas
 
 async def test_every_driver_level_failure_is_a_503_database_unavailable(settings):
     import asyncpg
-    import httpx
     from sqlalchemy.exc import DBAPIError
 
     from app.main import create_app
@@ -347,8 +347,7 @@ async def test_every_driver_level_failure_is_a_503_database_unavailable(settings
     async def fail(name: str) -> None:
         raise failures[name]
 
-    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(application, raise_app_exceptions=False) as c:
         for name in failures:
             body = assert_problem(await c.get(f"/test-failure/{name}"), 503, "database_unavailable")
             assert "nothing was changed" not in body["detail"]

@@ -1,10 +1,9 @@
 """CORS for the Framer plugin and request body limits."""
 
-import httpx
 import pytest
 
 from app.limits import TokenBucketLimiter
-from app.main import create_app
+from tests.apps import app_client
 from tests.conftest import ADMIN, make_settings, new_account
 
 PLUGIN = "abc123xyz"
@@ -12,11 +11,8 @@ PLUGIN = "abc123xyz"
 
 @pytest.fixture(scope="module")
 async def cors_client(database):
-    app = create_app(make_settings(database, framer_plugin_id=PLUGIN))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c
+    async with app_client(make_settings(database, framer_plugin_id=PLUGIN)) as c:
+        yield c
 
 
 @pytest.mark.parametrize(
@@ -58,11 +54,8 @@ async def test_other_origins_get_no_cors_headers(cors_client, origin):
 
 
 async def test_localhost_is_allowed_only_with_the_dev_setting(database):
-    app = create_app(make_settings(database, cors_allow_localhost=True))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            response = await c.get("/healthz", headers={"Origin": "http://localhost:5173"})
+    async with app_client(make_settings(database, cors_allow_localhost=True)) as c:
+        response = await c.get("/healthz", headers={"Origin": "http://localhost:5173"})
     assert response.headers["access-control-allow-origin"] == "http://localhost:5173"
 
 

@@ -4,10 +4,8 @@ import json
 import logging
 import re
 
-import httpx
-
-from app.main import create_app
 from app.observability import JsonFormatter
+from tests.apps import app_client
 from tests.conftest import ADMIN, adjust, funded_account, make_settings, new_account
 
 
@@ -90,15 +88,12 @@ async def test_readyz_fails_without_a_database_and_healthz_does_not(database, tm
     settings = make_settings(
         database, database_url=f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db"
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            ready = await c.get("/readyz")
-            live = await c.get("/healthz")
-            admin = await c.get(
-                "/v1/admin/accounts/00000000-0000-0000-0000-000000000000", headers=ADMIN
-            )
+    async with app_client(settings, base_url="http://t", raise_app_exceptions=False) as c:
+        ready = await c.get("/readyz")
+        live = await c.get("/healthz")
+        admin = await c.get(
+            "/v1/admin/accounts/00000000-0000-0000-0000-000000000000", headers=ADMIN
+        )
     assert ready.status_code == 503
     assert ready.json()["code"] == "database_unavailable"
     assert live.status_code == 200

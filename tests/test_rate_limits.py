@@ -3,12 +3,11 @@ the right codes, and nothing charged or bought by a refused request."""
 
 import uuid
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
 from app.credits.models import LedgerEntry
-from app.main import create_app
+from tests.apps import app_client
 from tests.conftest import funded_account
 from tests.fakes.polar_server import running_fake_polar
 from tests.payments.conftest import payment_settings
@@ -27,11 +26,8 @@ async def limited(database):
             rate_limit_purchases_per_minute=1,
             rate_limit_purchases_burst=1,
         )
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                yield client, polar
+        async with app_client(settings, base_url="http://t") as client:
+            yield client, polar
 
 
 async def consumption_count(sessionmaker, account) -> int:

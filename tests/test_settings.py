@@ -1,12 +1,11 @@
 """Production refuses the settings that would lose money or lock nobody out; the admin
 endpoints can be switched off."""
 
-import httpx
 import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.main import create_app
+from tests.apps import app_client
 from tests.conftest import ADMIN, ADMIN_TOKEN
 
 SQLITE = "sqlite+aiosqlite:////tmp/unused.db"
@@ -56,12 +55,7 @@ async def test_admin_endpoints_switched_off_answer_401_even_with_the_token(tmp_p
         admin_api_enabled=False,
         hold_sweep_interval_seconds=3600.0,
     )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
-    ):
+    async with app_client(settings, base_url="http://t") as client:
         answer = await client.post("/v1/admin/accounts", json={"email": "a@b.co"}, headers=ADMIN)
     assert answer.status_code == 401
     assert "ADMIN_API_ENABLED=false" in answer.json()["detail"]

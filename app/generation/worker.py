@@ -150,14 +150,18 @@ class BatchWorkers:
             idle_worker = self._busy + self._queue.qsize() < self.concurrency
             if wanted >= self.claim_at_least or (wanted > 0 and idle_worker):
                 try:
-                    claimed = await self.claim(wanted)
+                    claimed, served = await self.claim(wanted)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     logger.exception("claiming batch items failed; retrying")
-                    claimed = []
+                    claimed, served = [], []
                 for item in claimed:
                     self._queue.put_nowait(item)
+                if served:
+                    # After the workers have their items (this update may wait for a
+                    # recorder's lock on the batch row), before the next claim reads it.
+                    await self._mark_batches_claimed(served, utcnow())
                 if claimed:
                     continue
                 await self._complete_touched()
@@ -166,9 +170,11 @@ class BatchWorkers:
                 async with asyncio.timeout(self.settings.batch_poll_interval_seconds):
                     await self._nudge.wait()
 
-    async def claim(self, limit: int) -> list[_Claimed]:
-        """Claim up to `limit` items, fairly, in one short transaction. Claimed items that
-        need no call (out of attempts, or their hold expired) are failed by the recorder."""
+    async def claim(self, limit: int) -> tuple[list[_Claimed], list[uuid.UUID]]:
+        """Claim up to `limit` items, fairly, in one short transaction: the items to
+        generate, and the batches served (whose turn the caller then records). Claimed items
+        that need no call (out of attempts, or their hold expired) are failed by the
+        recorder."""
         settings = self.settings
         now = utcnow()
         token = uuid.uuid4()
@@ -207,9 +213,7 @@ class BatchWorkers:
                 )
             else:
                 claimed.append(item)
-        if rows:
-            await self._mark_batches_claimed(sorted({row.batch_id for row in rows}), now)
-        return claimed
+        return claimed, sorted({row.batch_id for row in rows})
 
     async def _mark_batches_claimed(self, batch_ids: list[uuid.UUID], now: datetime) -> None:
         if self.runtime.statements is not None:  # PostgreSQL: one statement

@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from app.accounts.models import PluginSession
 from app.db import create_engine, create_sessionmaker, utcnow
-from app.main import create_app
+from tests.apps import asgi_client, running_app
 from tests.conftest import ADMIN, make_settings, new_account
 from tests.servers import running_servers
 
@@ -24,12 +24,9 @@ AUTHORIZE = "https://dashboard.rankframe.test/plugin/authorize?from=plugin"
 @pytest.fixture(scope="module")
 async def plugin_client(database) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(database, plugin_authorize_url=AUTHORIZE, plugin_sessions_burst=1000)
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            c.app = application  # type: ignore[attr-defined]
-            yield c
+    async with running_app(settings) as application, asgi_client(application) as c:
+        c.app = application  # type: ignore[attr-defined]
+        yield c
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -189,19 +186,16 @@ async def test_session_creation_is_rate_limited_per_address(database):
         plugin_sessions_burst=3,
         plugin_sessions_per_minute=1,
     )
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        here = httpx.ASGITransport(app=application, client=("203.0.113.7", 1234))
-        there = httpx.ASGITransport(app=application, client=("203.0.113.8", 1234))
-        async with (
-            httpx.AsyncClient(transport=here, base_url="http://t") as first,
-            httpx.AsyncClient(transport=there, base_url="http://t") as second,
-        ):
-            statuses = [(await first.post("/v1/plugin-sessions")).status_code for _ in range(4)]
-            assert statuses == [201, 201, 201, 429]
-            limited = await first.post("/v1/plugin-sessions")
-            assert limited.json()["code"] == "rate_limited" and limited.headers["Retry-After"]
-            assert (await second.post("/v1/plugin-sessions")).status_code == 201
+    async with (
+        running_app(settings) as application,
+        asgi_client(application, base_url="http://t", client=("203.0.113.7", 1234)) as first,
+        asgi_client(application, base_url="http://t", client=("203.0.113.8", 1234)) as second,
+    ):
+        statuses = [(await first.post("/v1/plugin-sessions")).status_code for _ in range(4)]
+        assert statuses == [201, 201, 201, 429]
+        limited = await first.post("/v1/plugin-sessions")
+        assert limited.json()["code"] == "rate_limited" and limited.headers["Retry-After"]
+        assert (await second.post("/v1/plugin-sessions")).status_code == 201
 
 
 async def test_without_an_authorize_url_plugin_sessions_answer_503(client):

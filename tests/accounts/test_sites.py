@@ -4,10 +4,9 @@ import asyncio
 import contextlib
 import uuid
 
-import httpx
 import pytest
 
-from app.main import create_app
+from tests.apps import app_client
 from tests.conftest import ADMIN, make_settings, new_account
 from tests.test_errors import assert_problem
 
@@ -26,11 +25,8 @@ async def balance_and_ledger(client, account):
 
 @contextlib.asynccontextmanager
 async def client_for(database, **settings):
-    application = create_app(make_settings(database, **settings))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c
+    async with app_client(make_settings(database, **settings)) as c:
+        yield c
 
 
 async def test_the_first_site_grants_the_starter_credits(client, database):

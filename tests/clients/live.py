@@ -10,15 +10,16 @@ import os
 import re
 import shutil
 import subprocess
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import ADMIN_TOKEN, ROOT
+from tests.apps import ADMIN_TOKEN
+from tests.databases import ROOT
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.loopback import serving
 from tests.fakes.polar_server import FakePolar, running_fake_polar
 from tests.payments.conftest import PRODUCTS
 from tests.polar_webhooks import SECRET
@@ -118,20 +119,6 @@ def static_site(directory: Path) -> Iterator[str]:
 
     with serving(functools.partial(Quiet, directory=str(directory))) as url:
         yield url
-
-
-@contextlib.contextmanager
-def serving(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A threaded HTTP server on a free loopback port for `handler`; yields its URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def new_account_key(service_url: str, email: str) -> str:

@@ -21,9 +21,9 @@ from tests.clients.live import (
     assert_all_passed,
     npm,
     running_live_service,
-    serving,
     static_site,
 )
+from tests.fakes.loopback import serving
 from tests.polar_webhooks import delivery, subscription
 from tests.servers import start_server, stop_server
 

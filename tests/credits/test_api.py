@@ -4,14 +4,13 @@ import asyncio
 import uuid
 from datetime import datetime, timedelta
 
-import httpx
 import pytest
 from sqlalchemy import update
 
 from app.accounts.models import Account
 from app.credits import service
 from app.db import utcnow
-from app.main import create_app
+from tests.apps import app_client
 from tests.conftest import ADMIN, Database, adjust, funded_account, make_settings, new_account
 from tests.credits.ledger_helpers import TTL
 from tests.test_errors import assert_problem
@@ -417,9 +416,6 @@ async def test_readyz_checks_the_database(client, database):
 async def test_readyz_is_503_when_the_database_does_not_answer():
     # A PostgreSQL port nothing listens on.
     unreachable = Database("postgres", "postgresql+asyncpg://postgres@127.0.0.1:1/none")
-    application = create_app(make_settings(unreachable))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            assert (await c.get("/healthz")).status_code == 200
-            assert_problem(await c.get("/readyz"), 503, "database_unavailable")
+    async with app_client(make_settings(unreachable), base_url="http://t") as c:
+        assert (await c.get("/healthz")).status_code == 200
+        assert_problem(await c.get("/readyz"), 503, "database_unavailable")

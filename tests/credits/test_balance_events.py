@@ -6,12 +6,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
 from app.credits.events import listener_application_name
 from tests.conftest import ADMIN
+from tests.databases import pg_connect
 from tests.payments.conftest import PRODUCTS
 from tests.polar_webhooks import SECRET, delivery, order
 from tests.servers import running_servers
@@ -142,14 +141,7 @@ async def test_stream_survives_a_dropped_listen_connection(postgres_database):
                 events = sse_events(stream)
                 assert (await next_balance(events))["available"] == 0
 
-                url = make_url(postgres_database.url)
-                admin = await asyncpg.connect(
-                    host=url.host,
-                    port=url.port or 5432,
-                    user=url.username,
-                    password=url.password,
-                    database=url.database,
-                )
+                admin = await pg_connect(postgres_database.url)
                 try:
                     killed = await admin.fetchval(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from app.credits.fast_lane import BalanceFastLane
-from app.main import create_app
+from tests.apps import asgi_client, running_app
 from tests.conftest import ADMIN, funded_account, make_settings
 from tests.test_errors import assert_problem
 from tests.test_observability import metric
@@ -16,15 +16,13 @@ from tests.test_observability import metric
 
 @pytest.fixture(scope="module")
 async def pg_app(postgres_database):
-    application = create_app(make_settings(postgres_database))
-    async with application.router.lifespan_context(application):
+    async with running_app(make_settings(postgres_database)) as application:
         yield application
 
 
 @pytest.fixture(scope="module")
 async def pg_client(pg_app):
-    transport = httpx.ASGITransport(app=pg_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with asgi_client(pg_app) as client:
         yield client
 
 
@@ -114,15 +112,15 @@ async def test_a_wrong_secret_for_a_known_lookup_id_is_refused(pg_client):
 
 async def test_a_driver_pool_failure_falls_back_to_the_route(postgres_database):
     """A broken driver pool costs the lane, not the answer: the route serves the badge."""
-    application = create_app(make_settings(postgres_database))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            account = await funded_account(client, 7)
-            application.state.statements.pool.terminate()  # every statement now fails
-            response = await client.get("/v1/balance", headers=account.auth)
-            # Already terminated: nothing to give back or close at exit.
-            application.state.statements = None
+    async with (
+        running_app(make_settings(postgres_database)) as application,
+        asgi_client(application) as client,
+    ):
+        account = await funded_account(client, 7)
+        application.state.statements.pool.terminate()  # every statement now fails
+        response = await client.get("/v1/balance", headers=account.auth)
+        # Already terminated: nothing to give back or close at exit.
+        application.state.statements = None
     assert response.status_code == 200, response.text
     assert response.json()["available"] == 7
 

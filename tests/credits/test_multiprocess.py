@@ -8,6 +8,7 @@ import httpx
 
 from app.credits import service
 from app.db import create_engine, create_sessionmaker
+from tests.apps import new_account
 from tests.conftest import ADMIN, make_settings
 from tests.servers import running_servers
 
@@ -21,14 +22,8 @@ async def test_100_requests_across_two_servers_take_exactly_the_10_credits_there
         )
         first, second = (httpx.AsyncClient(base_url=s.url, timeout=60) for s in servers)
         async with first, second:
-            created = await first.post(
-                "/v1/admin/accounts",
-                json={"email": f"{uuid.uuid4().hex}@example.com"},
-                headers=ADMIN,
-            )
-            assert created.status_code == 201, created.text
-            account_id = created.json()["account"]["id"]
-            key = created.json()["api_key"]["key"]
+            account = await new_account(first)
+            account_id, key = account.id, account.key
             path = f"/v1/admin/accounts/{account_id}/adjustments"
 
             async def adjust(client, amount):

@@ -23,7 +23,8 @@ from app.generation.providers.base import (
     GenerationKind,
     ProviderError,
 )
-from tests.generation.conftest import customer, fake_anthropic
+from tests.apps import customer
+from tests.generation.conftest import fake_anthropic
 from tests.generation.test_fast_path import PAYLOAD, RESULT, load_account, pg, reserve_fast, state
 
 pytestmark = pytest.mark.postgres_only

@@ -7,7 +7,7 @@ import sys
 from datetime import timedelta
 
 from app.credits import service
-from app.main import create_app
+from tests.apps import running_app
 from tests.conftest import ROOT, make_settings
 from tests.credits.ledger_helpers import balance, funded, hold
 
@@ -20,8 +20,7 @@ async def test_the_running_app_releases_expired_holds(database, sessionmaker):
         )
         live = await service.reserve(session, account_id, 1, ttl=timedelta(hours=1), reference="ok")
 
-    application = create_app(make_settings(database, hold_sweep_interval_seconds=0.05))
-    async with application.router.lifespan_context(application):
+    async with running_app(make_settings(database, hold_sweep_interval_seconds=0.05)):
         for _ in range(200):  # wait for the sweeper (up to 10 s), then judge the state
             if (await hold(sessionmaker, due.id)).status != "open":
                 break

@@ -6,13 +6,14 @@ answer 503 / hang for good."""
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.fakes.loopback import serving_fake
 
 SECRET = "whsec_" + "cmFua2ZyYW1lLWV2ZW50cy10ZXN0LXNlY3JldC0wMQ=="
 Mode = Literal["ok", "fail", "hang", "redirect"]
@@ -104,19 +105,8 @@ def _handler(fake: FakeReceiver) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@contextmanager
-def running_receiver() -> Iterator[FakeReceiver]:
-    fake = FakeReceiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/rankframe/events"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
+def running_receiver() -> AbstractContextManager[FakeReceiver]:
+    return serving_fake(FakeReceiver(), _handler, "/rankframe/events")
 
 
 def event_types(received: list[Received]) -> list[str]:

@@ -8,18 +8,17 @@ once clicked, sends the signed `order.paid` Polar would send to `webhook_url` (t
 
 import html
 import json
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 import httpx
 
+from tests.fakes.loopback import serving_fake
 from tests.polar_webhooks import SECRET, delivery
 from tests.polar_webhooks import order as order_payload
 
@@ -248,16 +247,5 @@ def _handler(fake: FakePolar) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@contextmanager
-def running_fake_polar() -> Iterator[FakePolar]:
-    fake = FakePolar()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
+def running_fake_polar() -> AbstractContextManager[FakePolar]:
+    return serving_fake(FakePolar(), _handler)

@@ -4,34 +4,21 @@ Their own databases, because every app instance runs batch workers that claim it
 its database: the session-wide `app` of other tests (offline provider) must not work the
 batches these tests start against the stand-in."""
 
-import os
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.credits import service as credits
 from app.credits.models import CreditHold, LedgerEntry
 from app.db import create_engine, create_sessionmaker
-from app.main import create_app
-from tests.conftest import (
-    BACKENDS,
-    DEFAULT_PG,
-    Database,
-    TestAccount,
-    _pg_admin_connection,
-    funded_account,
-    make_settings,
-    run_alembic,
-    through_pgbouncer,
-)
+from tests.apps import Customer, asgi_client, make_settings, running_app
+from tests.databases import Database, database_of_its_own
 from tests.fakes.anthropic_server import FakeAnthropic
 
 FAST = {
@@ -51,33 +38,6 @@ FAST = {
 }
 
 
-async def create_database(backend: str, tmp_dir: str) -> str:
-    """A new, migrated database on `backend`."""
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_dir}/generation-{secrets.token_hex(4)}.db"
-    else:
-        base_url = os.environ.get("TEST_POSTGRES_URL", DEFAULT_PG)
-        name = f"rf_gen_{os.getpid()}_{secrets.token_hex(4)}"
-        admin = await _pg_admin_connection(base_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
-    await run_alembic(url, ("upgrade", "head"))
-    return through_pgbouncer(url)
-
-
-async def drop_database(url: str) -> None:
-    if not url.startswith("postgresql"):
-        return
-    admin = await _pg_admin_connection(os.environ.get("TEST_POSTGRES_URL", DEFAULT_PG))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 @pytest.fixture(scope="session")
 def fake_anthropic() -> Iterator[FakeAnthropic]:
     fake = FakeAnthropic().start()
@@ -85,13 +45,7 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
     fake.stop()
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-async def gen_database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Database]:
-    url = await create_database(request.param, str(tmp_path_factory.mktemp("gen")))
-    yield Database(request.param, url)
-    await drop_database(url)
+gen_database = database_of_its_own("gen_database")
 
 
 @pytest.fixture(scope="session")
@@ -100,18 +54,14 @@ def gen_settings(gen_database: Database, fake_anthropic: FakeAnthropic) -> Setti
 
 
 @pytest.fixture(scope="session")
-async def gen_app(gen_settings: Settings) -> AsyncIterator[object]:
-    application = create_app(gen_settings)
-    async with application.router.lifespan_context(application):
+async def gen_app(gen_settings: Settings) -> AsyncIterator[FastAPI]:
+    async with running_app(gen_settings) as application:
         yield application
 
 
 @pytest.fixture(scope="session")
-async def gen_client(gen_app: object) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=gen_app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://testserver", timeout=60
-    ) as client:
+async def gen_client(gen_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(gen_app, timeout=60) as client:
         yield client
 
 
@@ -122,33 +72,6 @@ async def gen_sessionmaker(
     engine = create_engine(gen_settings)
     yield create_sessionmaker(engine)
     await engine.dispose()
-
-
-@dataclass
-class Customer:
-    """A funded account with a connected site."""
-
-    account: TestAccount
-    site_id: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return self.account.auth
-
-    @property
-    def id(self) -> uuid.UUID:
-        return self.account.id
-
-
-async def customer(client: httpx.AsyncClient, credits_: int) -> Customer:
-    account = await funded_account(client, credits_)
-    response = await client.post(
-        "/v1/sites",
-        json={"framer_project_id": uuid.uuid4().hex, "name": "Vermont Woodworks"},
-        headers=account.auth,
-    )
-    assert response.status_code == 201, response.text
-    return Customer(account, response.json()["id"])
 
 
 async def balance_of(client: httpx.AsyncClient, who: Customer) -> dict:

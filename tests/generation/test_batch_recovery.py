@@ -17,15 +17,10 @@ from app.config import Settings
 from app.credits.models import CreditHold, LedgerEntry
 from app.db import create_engine, create_sessionmaker
 from app.generation.models import Generation, GenerationBatchItem
-from app.main import create_app
+from tests.apps import app_client, asgi_client, customer, running_app
 from tests.conftest import ADMIN, BACKENDS, ROOT, Database, make_settings
-from tests.generation.conftest import (
-    FAST,
-    assert_reconciles,
-    create_database,
-    customer,
-    drop_database,
-)
+from tests.databases import create_database, drop_database
+from tests.generation.conftest import FAST, assert_reconciles
 from tests.servers import ServerProcess, start_server, stop_server
 
 SERVER_ENV = {
@@ -204,28 +199,23 @@ async def test_a_graceful_shutdown_hands_unfinished_items_back_at_once(
         **{**FAST, "batch_lease_seconds": 600.0, "batch_hold_ttl_seconds": 1200},
     )
     try:
-        first = create_app(settings)
-        async with first.router.lifespan_context(first):
-            client = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=first), base_url="http://t"
+        async with app_client(settings, base_url="http://t") as client:
+            who = await customer(client, 30)
+            items = [{"page_content": f"Page {i} fake:latency=0.3"} for i in range(20)]
+            batch = await client.post(
+                "/v1/generation-batches",
+                json={"kind": "meta_title", "site_id": who.site_id, "items": items},
+                headers=who.auth,
             )
-            async with client:
-                who = await customer(client, 30)
-                items = [{"page_content": f"Page {i} fake:latency=0.3"} for i in range(20)]
-                batch = await client.post(
-                    "/v1/generation-batches",
-                    json={"kind": "meta_title", "site_id": who.site_id, "items": items},
-                    headers=who.auth,
-                )
-                batch_id = batch.json()["id"]
-                async with asyncio.timeout(30):
-                    while True:
-                        progress = await client.get(
-                            f"/v1/generation-batches/{batch_id}", headers=who.auth
-                        )
-                        if progress.json()["succeeded"] >= 4:
-                            break
-                        await asyncio.sleep(0.05)
+            batch_id = batch.json()["id"]
+            async with asyncio.timeout(30):
+                while True:
+                    progress = await client.get(
+                        f"/v1/generation-batches/{batch_id}", headers=who.auth
+                    )
+                    if progress.json()["succeeded"] >= 4:
+                        break
+                    await asyncio.sleep(0.05)
         # Stopped mid-batch: nothing is left claimed or generating under a lease of a stopped
         # process.
         engine = create_engine(settings)
@@ -243,12 +233,11 @@ async def test_a_graceful_shutdown_hands_unfinished_items_back_at_once(
         assert not {"claimed", "generating"} & set(statuses), statuses
         assert statuses["queued"] > 0, statuses
 
-        second = create_app(settings)
-        async with second.router.lifespan_context(second):
-            client = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=second), base_url="http://t"
-            )
-            async with client, asyncio.timeout(60):
+        async with (
+            running_app(settings) as second,
+            asgi_client(second, base_url="http://t") as client,
+        ):
+            async with asyncio.timeout(60):
                 while True:
                     final = (
                         await client.get(f"/v1/generation-batches/{batch_id}", headers=who.auth)

@@ -7,13 +7,8 @@ import uuid
 from sqlalchemy import update
 
 from app.generation.models import GenerationBatch
-from tests.generation.conftest import (
-    assert_reconciles,
-    balance_of,
-    consumption_entries,
-    customer,
-    open_holds,
-)
+from tests.apps import customer
+from tests.generation.conftest import assert_reconciles, balance_of, consumption_entries, open_holds
 
 
 def parse_events(text: str) -> list[tuple[str, dict]]:

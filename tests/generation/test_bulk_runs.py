@@ -21,8 +21,9 @@ from app.credits.models import CreditHold, LedgerEntry
 from app.db import create_engine, create_sessionmaker
 from app.generation.models import GenerationBatchItem
 from tests.conftest import ADMIN
+from tests.databases import create_database, drop_database
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.generation.conftest import assert_reconciles, create_database, drop_database
+from tests.generation.conftest import assert_reconciles
 from tests.servers import ServerProcess, start_server, stop_server
 
 CONCURRENCY = 4

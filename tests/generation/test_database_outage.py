@@ -17,7 +17,8 @@ from app.credits import service as credits
 from app.credits.models import CreditHold, LedgerEntry
 from app.db import create_engine, create_sessionmaker
 from app.generation.models import Generation
-from tests.conftest import ADMIN, run_alembic
+from tests.apps import ADMIN, customer
+from tests.databases import run_alembic
 from tests.servers import ServerProcess, start_server, stop_server
 from tests.throwaway_postgres import ThrowawayCluster, throwaway_cluster
 
@@ -39,23 +40,8 @@ async def cluster() -> AsyncIterator[ThrowawayCluster]:
 
 
 async def _customer(client: httpx.AsyncClient, credits_: int) -> tuple[uuid.UUID, dict, str]:
-    created = await client.post(
-        "/v1/admin/accounts", json={"email": f"{uuid.uuid4().hex}@example.com"}, headers=ADMIN
-    )
-    assert created.status_code == 201, created.text
-    account_id = uuid.UUID(created.json()["account"]["id"])
-    auth = {"Authorization": f"Bearer {created.json()['api_key']['key']}"}
-    site = await client.post(
-        "/v1/sites", json={"framer_project_id": uuid.uuid4().hex, "name": "S"}, headers=auth
-    )
-    assert site.status_code == 201, site.text
-    funded = await client.post(
-        f"/v1/admin/accounts/{account_id}/adjustments",
-        json={"amount": credits_, "reason": "test"},
-        headers={**ADMIN, "Idempotency-Key": uuid.uuid4().hex},
-    )
-    assert funded.status_code == 201, funded.text
-    return account_id, auth, site.json()["id"]
+    who = await customer(client, credits_, site_name="S")
+    return who.id, who.auth, who.site_id
 
 
 async def _ledger_state(url: str, account_id: uuid.UUID) -> tuple[int, int, list[str]]:

@@ -7,13 +7,8 @@ import uuid
 from sqlalchemy import select
 
 from app.generation.models import GenerationBatchItem, ProviderBatch
-from tests.generation.conftest import (
-    assert_reconciles,
-    balance_of,
-    consumption_entries,
-    customer,
-    open_holds,
-)
+from tests.apps import customer
+from tests.generation.conftest import assert_reconciles, balance_of, consumption_entries, open_holds
 from tests.generation.test_batches import parse_events, wait_for
 
 

@@ -15,7 +15,8 @@ from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.generation.models import GenerationBatchItem, ProviderBatch
 from tests.conftest import ADMIN
-from tests.generation.conftest import assert_reconciles, create_database, drop_database
+from tests.databases import create_database, drop_database
+from tests.generation.conftest import assert_reconciles
 from tests.servers import ServerProcess, start_server, stop_server
 
 SERVER_ENV = {

@@ -15,7 +15,7 @@ from app.db import create_engine, create_sessionmaker, utcnow
 from app.generation import queue
 from app.generation.models import GenerationBatch, GenerationBatchItem
 from tests.conftest import BACKENDS
-from tests.generation.conftest import create_database, drop_database
+from tests.databases import create_database, drop_database
 
 
 @pytest.fixture(params=BACKENDS)

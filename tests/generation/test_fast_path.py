@@ -5,7 +5,6 @@ change nothing and the ORM path decides (its errors are tested in test_generatio
 import uuid
 from datetime import timedelta
 
-import httpx
 import pytest
 from sqlalchemy import func, select, update
 
@@ -16,16 +15,10 @@ from app.generation import fast_path, single
 from app.generation.models import Generation
 from app.generation.providers.base import GenerationKind, ProviderResult
 from app.idempotency import IdempotencyRecord, IdempotentRequest, account_scope
-from app.main import create_app
+from tests.apps import asgi_client, customer, running_app
 from tests.conftest import make_settings
-from tests.generation.conftest import (
-    FAST,
-    Database,
-    assert_reconciles,
-    create_database,
-    customer,
-    drop_database,
-)
+from tests.databases import Database, create_database, drop_database
+from tests.generation.conftest import FAST, assert_reconciles
 
 PAYLOAD = {"page_content": "Solid oak tables made by hand in Vermont since 1998."}
 RESULT = ProviderResult(
@@ -48,14 +41,9 @@ async def pg(tmp_path_factory, fake_anthropic):
         low_balance_threshold=0,
         **FAST,
     )
-    application = create_app(settings)
     engine = create_engine(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", timeout=60
-        ) as client:
-            yield application, client, create_sessionmaker(engine)
+    async with running_app(settings) as application, asgi_client(application, timeout=60) as client:
+        yield application, client, create_sessionmaker(engine)
     await engine.dispose()
     await drop_database(url)
 

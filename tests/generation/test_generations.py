@@ -11,13 +11,8 @@ from app.accounts.models import Account
 from app.credits.models import CreditHold
 from app.db import utcnow
 from app.generation.models import Generation
-from tests.generation.conftest import (
-    assert_reconciles,
-    balance_of,
-    consumption_entries,
-    customer,
-    open_holds,
-)
+from tests.apps import customer
+from tests.generation.conftest import assert_reconciles, balance_of, consumption_entries, open_holds
 
 PAGE = "Vermont Woodworks builds solid oak dining tables by hand. Free delivery in New England."
 

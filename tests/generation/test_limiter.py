@@ -153,7 +153,8 @@ async def test_a_waiting_single_generation_goes_before_waiting_batch_workers():
 async def test_a_single_generation_without_a_free_slot_answers_503_and_costs_nothing(
     gen_app, gen_client, gen_sessionmaker, fake_anthropic, monkeypatch
 ):
-    from tests.generation.conftest import balance_of, customer, open_holds
+    from tests.apps import customer
+    from tests.generation.conftest import balance_of, open_holds
 
     runtime = gen_app.state.generation
     monkeypatch.setattr(runtime.settings, "generation_slot_wait_seconds", 0.3)

@@ -6,7 +6,7 @@ from sqlalchemy import inspect
 from app.config import Settings
 from app.db import create_engine
 from tests.conftest import BACKENDS, run_alembic
-from tests.generation.conftest import create_database, drop_database
+from tests.databases import create_database, drop_database
 
 TABLES = {"generation", "generation_batch", "generation_batch_item"}
 

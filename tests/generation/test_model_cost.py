@@ -14,9 +14,10 @@ from app.config import Settings
 from app.generation import pricing
 from app.generation.budget import CHARS_PER_TOKEN, trim_to_budget
 from app.generation.providers.anthropic import image_variant
+from tests.apps import customer
 from tests.conftest import ADMIN, ROOT
 from tests.fakes.anthropic_server import image_tokens
-from tests.generation.conftest import assert_reconciles, balance_of, customer
+from tests.generation.conftest import assert_reconciles, balance_of
 from tests.servers import free_port
 
 

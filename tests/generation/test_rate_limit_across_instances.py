@@ -4,11 +4,11 @@ uvicorn workers each, against a burst of 60."""
 
 import asyncio
 import time
-import uuid
 
 import httpx
 
-from tests.conftest import ADMIN, make_settings
+from tests.apps import customer
+from tests.conftest import make_settings
 from tests.generation.conftest import assert_reconciles, consumption_entries, open_holds
 from tests.servers import running_servers
 
@@ -33,26 +33,11 @@ async def test_150_generations_over_two_instances_with_two_workers_each_get_the_
     try:
         first, second = (httpx.AsyncClient(base_url=s.url, timeout=60) for s in servers)
         async with first, second:
-            created = await first.post(
-                "/v1/admin/accounts",
-                json={"email": f"{uuid.uuid4().hex}@example.com"},
-                headers=ADMIN,
-            )
-            assert created.status_code == 201, created.text
-            account_id = uuid.UUID(created.json()["account"]["id"])
-            auth = {"Authorization": f"Bearer {created.json()['api_key']['key']}"}
-            site = await first.post(
-                "/v1/sites", json={"framer_project_id": "p", "name": "S"}, headers=auth
-            )
-            funded = await first.post(
-                f"/v1/admin/accounts/{account_id}/adjustments",
-                json={"amount": 1_000, "reason": "test"},
-                headers={**ADMIN, "Idempotency-Key": uuid.uuid4().hex},
-            )
-            assert funded.status_code == 201
+            who = await customer(first, 1_000, site_name="S")
+            account_id, auth = who.id, who.auth
             body = {
                 "kind": "meta_title",
-                "site_id": site.json()["id"],
+                "site_id": who.site_id,
                 "input": {"page_content": "Solid oak dining tables, made by hand in Vermont."},
             }
             started = time.monotonic()

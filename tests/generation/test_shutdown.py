@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 
-from tests.conftest import ADMIN
+from tests.apps import customer
 from tests.generation.conftest import assert_reconciles, consumption_entries, open_holds
 from tests.servers import start_server, stop_server
 
@@ -26,23 +26,8 @@ QUICK_SECONDS = 0.5  # these can
 
 
 async def _customer(client: httpx.AsyncClient, credits_: int) -> tuple[uuid.UUID, dict, str]:
-    created = await client.post(
-        "/v1/admin/accounts", json={"email": f"{uuid.uuid4().hex}@example.com"}, headers=ADMIN
-    )
-    assert created.status_code == 201, created.text
-    account_id = uuid.UUID(created.json()["account"]["id"])
-    auth = {"Authorization": f"Bearer {created.json()['api_key']['key']}"}
-    site = await client.post(
-        "/v1/sites", json={"framer_project_id": uuid.uuid4().hex, "name": "S"}, headers=auth
-    )
-    assert site.status_code == 201, site.text
-    funded = await client.post(
-        f"/v1/admin/accounts/{account_id}/adjustments",
-        json={"amount": credits_, "reason": "test"},
-        headers={**ADMIN, "Idempotency-Key": uuid.uuid4().hex},
-    )
-    assert funded.status_code == 201, funded.text
-    return account_id, auth, site.json()["id"]
+    who = await customer(client, credits_, site_name="S")
+    return who.id, who.auth, who.site_id
 
 
 async def test_sigterm_during_slow_generations_charges_exactly_what_clients_were_told(

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.main import create_app
-from tests.conftest import BACKENDS, Database
+from tests.apps import app_client
+from tests.databases import Database, database_of_its_own
 from tests.fakes.event_receiver import SECRET, FakeReceiver, running_receiver
-from tests.generation.conftest import create_database, drop_database
+from tests.fakes.loopback import reset_around
 from tests.payments.conftest import fake_polar, payment_settings
 
 __all__ = ["fake_polar"]  # the stand-in Polar's fixture, shared with the payments tests
@@ -44,18 +44,10 @@ def fake_receiver() -> Iterator[FakeReceiver]:
 
 @pytest.fixture
 def receiver(fake_receiver: FakeReceiver) -> Iterator[FakeReceiver]:
-    fake_receiver.reset()
-    yield fake_receiver
-    fake_receiver.reset()
+    yield from reset_around(fake_receiver)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-async def events_database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Database]:
-    url = await create_database(request.param, str(tmp_path_factory.mktemp("events")))
-    yield Database(request.param, url)
-    await drop_database(url)
+events_database = database_of_its_own("events_database")
 
 
 @pytest.fixture(scope="session")
@@ -66,13 +58,8 @@ async def events_client(
     settings = payment_settings(
         events_database, fake_polar.url, **event_settings(events_database, fake_receiver)
     )
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", timeout=60
-        ) as client:
-            yield client
+    async with app_client(settings, timeout=60) as client:
+        yield client
 
 
 async def eventually(check: Callable[[], Any], within: float = 15.0) -> Any:

@@ -15,8 +15,8 @@ from app.credits import service as credits
 from app.db import create_engine, create_sessionmaker
 from app.outbound.models import OutboundEvent
 from tests.conftest import ADMIN, Database, make_settings
+from tests.databases import create_database, drop_database
 from tests.fakes.event_receiver import SECRET, FakeReceiver, event_types
-from tests.generation.conftest import create_database, drop_database
 from tests.outbound.conftest import FAST_RETRIES, eventually
 from tests.servers import start_server, stop_server
 

@@ -5,10 +5,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.config import Settings
-from app.main import create_app
-from tests.conftest import Database, make_settings
+from tests.apps import asgi_client, make_settings, running_app
+from tests.databases import Database
+from tests.fakes.loopback import reset_around
 from tests.fakes.polar_server import FakePolar, running_fake_polar
 from tests.polar_webhooks import SECRET, delivery
 
@@ -44,22 +46,18 @@ def fake_polar() -> Iterator[FakePolar]:
 
 @pytest.fixture
 def polar(fake_polar: FakePolar) -> Iterator[FakePolar]:
-    fake_polar.reset()
-    yield fake_polar
-    fake_polar.reset()
+    yield from reset_around(fake_polar)
 
 
 @pytest.fixture(scope="session")
-async def pay_app(database: Database, fake_polar: FakePolar) -> AsyncIterator[Any]:
-    application = create_app(payment_settings(database, fake_polar.url))
-    async with application.router.lifespan_context(application):
+async def pay_app(database: Database, fake_polar: FakePolar) -> AsyncIterator[FastAPI]:
+    async with running_app(payment_settings(database, fake_polar.url)) as application:
         yield application
 
 
 @pytest.fixture(scope="session")
-async def pay_client(pay_app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=pay_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+async def pay_client(pay_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(pay_app) as c:
         yield c
 
 

@@ -1,12 +1,7 @@
-import os
-import secrets
-
-import asyncpg
 from sqlalchemy import inspect
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import DEFAULT_PG, run_alembic
+from tests.databases import create_postgres, drop_postgres, run_alembic
 
 PAYMENT_TABLES = {"purchase_intent", "webhook_event"}
 
@@ -36,22 +31,8 @@ async def test_migration_0003_round_trips_on_sqlite(tmp_path):
 
 
 async def test_migration_0003_round_trips_on_postgres(postgres_database):
-    base = make_url(os.environ.get("TEST_POSTGRES_URL", DEFAULT_PG))
-    name = f"rf_migrate_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(
-        host=base.host,
-        port=base.port or 5432,
-        user=base.username,
-        password=base.password,
-        database=base.database,
-    )
+    url = await create_postgres("rf_migrate")
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            await _upgrade_downgrade_upgrade(
-                base.set(database=name).render_as_string(hide_password=False)
-            )
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _upgrade_downgrade_upgrade(url)
     finally:
-        await admin.close()
+        await drop_postgres(url)

@@ -6,19 +6,28 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from tests.conftest import ADMIN, TestAccount, funded_account
+from tests.apps import ADMIN, Customer, customer
 
 CONTENT = {"page_content": "Handmade ceramic mugs, glazed in small batches in Lisbon."}
 
 
-async def site_of(client, account: TestAccount) -> str:
-    made = await client.post(
-        "/v1/sites", json={"framer_project_id": uuid.uuid4().hex, "name": "S"}, headers=account.auth
+async def funded_site(client, credits_: int) -> tuple[Customer, str, int]:
+    """A funded account with its first site, and its balance then (with the starter credits
+    the site granted)."""
+    who = await customer(client, credits_, site_name="S")
+    return who, who.site_id, await balance(client, who)
+
+
+async def generate(client, account: Customer, site_id: str):
+    """One meta title of `CONTENT`, charged 1 credit when it succeeds."""
+    return await client.post(
+        "/v1/generations",
+        json={"kind": "meta_title", "site_id": site_id, "input": CONTENT},
+        headers=account.auth,
     )
-    return made.json()["id"]
 
 
-async def balance(client, account: TestAccount) -> int:
+async def balance(client, account: Customer) -> int:
     return (await client.get("/v1/balance", headers=account.auth)).json()["available"]
 
 
@@ -29,14 +38,8 @@ async def listed(client, **params) -> dict:
 
 
 async def test_a_single_generation_found_read_and_credited_back_once(client):
-    account = await funded_account(client, 10)
-    site_id = await site_of(client, account)
-    start = await balance(client, account)  # with the starter credits of the first site
-    made = await client.post(
-        "/v1/generations",
-        json={"kind": "meta_title", "site_id": site_id, "input": CONTENT},
-        headers=account.auth,
-    )
+    account, site_id, start = await funded_site(client, 10)
+    made = await generate(client, account, site_id)
     assert made.status_code == 201
     generation_id = made.json()["id"]
     page = await listed(client, account_id=str(account.id))
@@ -84,14 +87,8 @@ async def test_a_single_generation_found_read_and_credited_back_once(client):
 
 
 async def test_concurrent_credit_backs_give_one_credit(client):
-    account = await funded_account(client, 5)
-    site_id = await site_of(client, account)
-    start = await balance(client, account)  # with the starter credits of the first site
-    made = await client.post(
-        "/v1/generations",
-        json={"kind": "meta_title", "site_id": site_id, "input": CONTENT},
-        headers=account.auth,
-    )
+    account, site_id, start = await funded_site(client, 5)
+    made = await generate(client, account, site_id)
     generation_id = made.json()["id"]
     answers = await asyncio.gather(
         *(
@@ -108,9 +105,7 @@ async def test_concurrent_credit_backs_give_one_credit(client):
 
 
 async def test_a_failed_generation_has_nothing_to_credit_back(client):
-    account = await funded_account(client, 5)
-    site_id = await site_of(client, account)
-    start = await balance(client, account)  # with the starter credits of the first site
+    account, site_id, start = await funded_site(client, 5)
     failed = await client.post(
         "/v1/generations",
         json={
@@ -131,9 +126,7 @@ async def test_a_failed_generation_has_nothing_to_credit_back(client):
 
 
 async def test_batch_items_are_listed_and_credited_back_like_generations(client):
-    account = await funded_account(client, 10)
-    site_id = await site_of(client, account)
-    start = await balance(client, account)  # with the starter credits of the first site
+    account, site_id, start = await funded_site(client, 10)
     batch = await client.post(
         "/v1/generation-batches",
         json={"kind": "meta_title", "site_id": site_id, "items": [CONTENT] * 3},
