@@ -56,7 +56,7 @@ from app.generation.providers.base import (
     ProviderResult,
 )
 from app.generation.runtime import GenerationRuntime
-from app.generation.views import KIND_LABELS
+from app.generation.views import charge_description
 
 logger = logging.getLogger(__name__)
 
@@ -461,7 +461,7 @@ class EconomyBatches:
             Charge(
                 item.hold_id,
                 1,
-                f"AI generation: {KIND_LABELS[outcome.kind.value]} (economy batch)",
+                f"{charge_description(outcome.kind)} (economy batch)",
                 batch_id=item.batch_id,
             )
             for item, outcome in results

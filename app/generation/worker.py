@@ -40,7 +40,7 @@ from app.generation.providers.base import (
 )
 from app.generation.recovery import fail_interrupted_generations
 from app.generation.runtime import GenerationRuntime
-from app.generation.views import KIND_LABELS
+from app.generation.views import charge_description
 
 logger = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ class BatchWorkers:
                 Charge(
                     item.hold_id,
                     1,
-                    f"AI generation: {KIND_LABELS[claimed.kind.value]} (batch)",
+                    f"{charge_description(claimed.kind)} (batch)",
                     batch_id=claimed.batch_id,
                 )
                 for claimed, answer, item in owned
