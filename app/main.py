@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             async with (
                 balance_events(
-                    settings, app.state.read_sessionmaker
+                    settings, app.state.read_sessionmaker, generation.runtime.channels()
                 ) as app.state.balance_broadcaster,
                 polar_client(settings) as app.state.polar,
                 run_outbound(settings, app.state.sessionmaker),

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -342,10 +342,17 @@ def _forget_after_rollback(session: Session) -> None:
 class PostgresListener:
     """`LISTEN` on a dedicated connection, reconnecting whenever it drops."""
 
-    def __init__(self, database_url: str, broadcaster: BalanceBroadcaster) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        broadcaster: BalanceBroadcaster,
+        channels: Mapping[str, Callable[[str], None]] | None = None,
+    ) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
         self._broadcaster = broadcaster
+        self._channels = dict(channels or {})
+        """Other domains' channels on the same connection: each payload to its callback."""
         self.connected = asyncio.Event()
 
     def _on_balance(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
@@ -357,6 +364,12 @@ class PostgresListener:
 
     def _on_revoked(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._broadcaster.revoke([payload])
+
+    def _on_other(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        try:
+            self._channels[channel](payload)
+        except Exception:
+            logger.exception("handling a notification on %s failed", channel)
 
     async def run(self) -> None:
         attempt = 0
@@ -372,6 +385,8 @@ class PostgresListener:
                 connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._on_balance)
                 await connection.add_listener(REVOKED_CHANNEL, self._on_revoked)
+                for channel in self._channels:
+                    await connection.add_listener(channel, self._on_other)
                 if attempt:
                     logger.info("balance listener reconnected")
                     # What was committed while we were away was not heard: resync streams.
@@ -420,10 +435,14 @@ def _readers(
 
 @contextlib.asynccontextmanager
 async def balance_events(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    channels: Mapping[str, Callable[[str], None]] | None = None,
 ) -> AsyncIterator[BalanceBroadcaster]:
     """The process's broadcaster, fed by `LISTEN` (PostgreSQL) or in-process (SQLite);
-    `sessionmaker` reads balances (autocommit is enough: one account at a time)."""
+    `sessionmaker` reads balances (autocommit is enough: one account at a time). The same
+    listener hears `channels` for other domains (PostgreSQL only: each payload to its
+    callback)."""
     broadcaster = BalanceBroadcaster(*_readers(sessionmaker))
     try:
         if settings.is_sqlite:
@@ -434,7 +453,7 @@ async def balance_events(
             finally:
                 _local[key].discard(broadcaster)
             return
-        listener = PostgresListener(settings.listen_url, broadcaster)
+        listener = PostgresListener(settings.listen_url, broadcaster, channels)
         task = asyncio.create_task(listener.run())
         try:
             # Start serving once changes can be heard (or after a while regardless: the

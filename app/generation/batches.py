@@ -104,6 +104,7 @@ async def reserve_batch(
         for index, (payload, hold) in enumerate(zip(payloads, holds, strict=True))
     ]
     await repository.add_batch(session, batch, items)
+    await queue.notify(session, queue.BATCH_CREATED_CHANNEL, [str(batch_id)])
     return batch_read(batch, {})
 
 
@@ -150,6 +151,7 @@ async def cancel_batch(
             await queue.number_finished_items(session, batch)
         await credits.release_many(session, hold_ids, now=now)
         await session.flush()
+        await queue.notify(session, queue.BATCH_CHANGED_CHANNEL, [str(batch_id)])
     return batch_read(batch, await repository.item_counts(session, batch_id))
 
 

@@ -2,9 +2,11 @@
 
 Every finished item carries its batch's next event number (`event_seq`), taken under the
 batch row's lock in the transaction that finished it, so numbers follow commit order and
-any instance can resume a stream after any number (`Last-Event-ID`). A feed polls its
-batch once per interval however many streams follow it: the database sees one cheap read
-per batch and instance, not one per stream.
+any instance can resume a stream after any number (`Last-Event-ID`). A feed reads its
+batch when told that it changed (by this process's recorder, or by any instance through
+PostgreSQL `NOTIFY`, `queue.BATCH_CHANGED_CHANNEL`) and at least once per interval however
+many streams follow it: the database sees one cheap read per change (or interval) per
+batch and instance, not one per stream.
 """
 
 import asyncio
@@ -49,6 +51,8 @@ class BatchFeed:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
+    news: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when this process changed the batch: read now instead of at the next poll."""
 
     @property
     def finished(self) -> bool:
@@ -130,6 +134,14 @@ class BatchFeeds:
                 if feed.task is not None:
                     feed.task.cancel()
 
+    def wake(self, batch_ids: Iterable[uuid.UUID]) -> None:
+        """This process just committed changes to these batches: their feeds read now (the
+        other instances' feeds see them at their next poll)."""
+        for batch_id in batch_ids:
+            feed = self._feeds.get(batch_id)
+            if feed is not None:
+                feed.news.set()
+
     async def close(self) -> None:
         tasks = [feed.task for feed in self._feeds.values() if feed.task is not None]
         for task in tasks:
@@ -139,6 +151,7 @@ class BatchFeeds:
 
     async def _run(self, feed: BatchFeed) -> None:
         while True:
+            feed.news.clear()  # before reading: a wake from now on is read next time
             try:
                 changed = await self._read(feed)
             except asyncio.CancelledError:
@@ -153,7 +166,9 @@ class BatchFeeds:
                     feed.changed.notify_all()
             if feed.finished:
                 return  # nothing more can happen; followers read what is here
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await feed.news.wait()
 
     async def _read(self, feed: BatchFeed) -> bool:
         self.polls += 1

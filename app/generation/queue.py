@@ -24,6 +24,23 @@ from app.generation.lifecycle import CANCELABLE, LEASED, UNFINISHED, ItemState, 
 from app.generation.models import GenerationBatch, GenerationBatchItem
 from app.generation.repository import ACTIVE_BATCH_STATUSES
 
+BATCH_CREATED_CHANNEL = "generation_batch_created"
+"""`NOTIFY` when a batch is created: every instance's claimer looks now, not at its poll."""
+BATCH_CHANGED_CHANNEL = "generation_batch_changed"
+"""`NOTIFY` (the batch id) when items of a batch finish or it is canceled: every instance's
+feed of that batch reads now, not at its poll."""
+
+
+async def notify(session: AsyncSession, channel: str, payloads: Sequence[str]) -> None:
+    """Tell every instance, at this transaction's commit (PostgreSQL; SQLite runs one
+    process, which wakes itself)."""
+    if not payloads or session.get_bind().dialect.name != "postgresql":
+        return
+    await session.execute(
+        text("SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) payload"),
+        {"channel": channel, "payloads": list(payloads)},
+    )
+
 
 @dataclass(frozen=True)
 class ClaimedRow:

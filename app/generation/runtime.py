@@ -3,9 +3,10 @@ gate, the session factory and driver, the tasks running detached from their requ
 generations waiting for the database to answer again, and the shutdown that drains them."""
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db import StatementRunner
 from app.errors import is_database_unavailable
+from app.generation import queue
 from app.generation.events import BatchFeeds
 from app.generation.limiter import AdaptiveLimiter
 from app.generation.providers.base import Provider
@@ -92,6 +94,19 @@ class GenerationRuntime:
                 # Still not recorded (the database?): the request layer answers 503, and
                 # the generation resolves as it can (uncharged unless its charge commits).
                 raise asyncio.CancelledError from None
+
+    def channels(self) -> dict[str, Callable[[str], None]]:
+        """What this process listens for (PostgreSQL `NOTIFY`, any instance): a batch created
+        wakes the claimer, a batch's items finished or canceled wake its events feed."""
+
+        def changed(payload: str) -> None:
+            with contextlib.suppress(ValueError):
+                self.feeds.wake([uuid.UUID(payload)])
+
+        return {
+            queue.BATCH_CREATED_CHANNEL: lambda _payload: self.batch_created.set(),
+            queue.BATCH_CHANGED_CHANNEL: changed,
+        }
 
     def resolve_later(self, generation_id: uuid.UUID) -> None:
         """Fail `generation_id` once the database answers again, if it is still running."""

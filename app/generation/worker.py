@@ -50,7 +50,8 @@ RECORD_LINGER_SECONDS = 0.05
 """How long the recorder waits after a first result for others to join its transaction.
 Recording is off the workers' path (a worker starts its next item at once), so the wait
 costs no throughput; it turns about one transaction per result into one per three or four
-(docs/benchmarks.md), and a result reaches the batch's events at most this much later."""
+(docs/benchmarks.md), and a result reaches the batch's events at most this much later.
+It ends early once no call is left in flight, so a batch's last results do not wait."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,10 @@ class BatchWorkers:
         """Batches this instance worked on that may have just finished."""
         self._tasks: list[asyncio.Task[None]] = []
         self._starting: list[tuple[_Claimed, asyncio.Future[bool]]] = []
-        self._starter: asyncio.Task[None] | None = None
+        self._starters: set[asyncio.Task[None]] = set()
+        self._arrived = asyncio.Event()
+        """Set when a worker hands in a result (the recorder's linger ends early when no
+        call is left in flight)."""
 
     @property
     def _nudge(self) -> asyncio.Event:
@@ -118,8 +122,8 @@ class BatchWorkers:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self._starter is not None:
-            await asyncio.gather(self._starter, return_exceptions=True)
+        if self._starters:
+            await asyncio.gather(*self._starters, return_exceptions=True)
         # Record the results already in, then stop.
         self._results.put_nowait(None)
         await asyncio.gather(self._recorder, return_exceptions=True)
@@ -261,6 +265,7 @@ class BatchWorkers:
             finally:
                 self._busy -= 1
             self._results.put_nowait((claimed, answer))
+            self._arrived.set()
             self._nudge.set()
 
     async def _start(self, claimed: _Claimed) -> bool:
@@ -268,8 +273,12 @@ class BatchWorkers:
         Workers starting at the same time share one update (group commit)."""
         started: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._starting.append((claimed, started))
-        if self._starter is None or self._starter.done():
-            self._starter = asyncio.create_task(self._start_waiting(), name="batch-starter")
+        if len(self._starting) == 1:
+            # The first start of this instant opens a group; groups run side by side, so a
+            # worker never waits for another group's round trip.
+            starter = asyncio.create_task(self._start_group(), name="batch-starter")
+            self._starters.add(starter)
+            starter.add_done_callback(self._starters.discard)
         return await started
 
     async def _start_generating(
@@ -287,22 +296,21 @@ class BatchWorkers:
         async with self.runtime.sessionmaker() as session, session.begin():
             return await queue.start_generating(session, claims, lease_until)
 
-    async def _start_waiting(self) -> None:
+    async def _start_group(self) -> None:
         await asyncio.sleep(0)  # let workers finishing in the same instant join this update
-        while self._starting:
-            group, self._starting = self._starting, []
-            lease_until = utcnow() + timedelta(seconds=self.settings.batch_lease_seconds)
-            try:
-                moved = await self._start_generating(
-                    [(c.item_id, c.token) for c, _ in group], lease_until
-                )
-            except Exception:
-                # Not started: the items stay claimed and another claim takes them over.
-                logger.exception("starting %d batch item(s) failed", len(group))
-                moved = set()
-            for claimed, started in group:
-                if not started.done():
-                    started.set_result(claimed.item_id in moved)
+        group, self._starting = self._starting, []
+        lease_until = utcnow() + timedelta(seconds=self.settings.batch_lease_seconds)
+        try:
+            moved = await self._start_generating(
+                [(c.item_id, c.token) for c, _ in group], lease_until
+            )
+        except Exception:
+            # Not started: the items stay claimed and another claim takes them over.
+            logger.exception("starting %d batch item(s) failed", len(group))
+            moved = set()
+        for claimed, started in group:
+            if not started.done():
+                started.set_result(claimed.item_id in moved)
 
     async def _record_forever(self) -> None:
         """Record results as they come, all that are waiting in one transaction."""
@@ -312,7 +320,7 @@ class BatchWorkers:
                 return
             group = [first]
             stop = False
-            await asyncio.sleep(RECORD_LINGER_SECONDS)
+            await self._linger()
             while not self._results.empty() and len(group) < RECORD_GROUP:
                 more = self._results.get_nowait()
                 if more is None:
@@ -329,8 +337,21 @@ class BatchWorkers:
                     except Exception:
                         # The lease runs out and the item is generated again, uncharged so far.
                         logger.exception("recording batch item %s failed", one[0].item_id)
+            self.runtime.feeds.wake({claimed.batch_id for claimed, _ in group})
             self._nudge.set()
             if stop:
+                return
+
+    async def _linger(self) -> None:
+        """Wait up to `RECORD_LINGER_SECONDS` for more results, less if no call is left in
+        flight (a batch's last results are recorded at once)."""
+        deadline = asyncio.get_running_loop().time() + RECORD_LINGER_SECONDS
+        while self._busy and self._results.qsize() < RECORD_GROUP - 1:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._arrived.wait()
+            if asyncio.get_running_loop().time() >= deadline:
                 return
 
     async def record(self, results: list[tuple[_Claimed, ProviderResult | ProviderError]]) -> None:
@@ -394,6 +415,11 @@ class BatchWorkers:
             # long one completes as soon as its last item does.
             for batch_id in sorted(batches):
                 await queue.complete_batch_if_done(session, batch_id, now)
+            await queue.notify(
+                session,
+                queue.BATCH_CHANGED_CHANNEL,
+                [str(batch_id) for batch_id in sorted(batches)],
+            )
 
     async def _hand_back(self, claimed: _Claimed) -> None:
         """Shutting down: the item goes back to the queue (its claim not counted), or is

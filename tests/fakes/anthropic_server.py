@@ -162,28 +162,43 @@ class FakeAnthropic:
             return [call for call in self.calls if text in json.dumps(call)]
 
     async def _messages(self, request: Request) -> JSONResponse:
+        arrived = time.monotonic()
         body = await request.json()
         with self._lock:
             self.calls.append(body)
-            self.call_times.append(time.monotonic())
+            self.call_times.append(arrived)
         if self.max_concurrent is not None:
-            return await self._rate_limited_messages(body)
-        return await self._answer(body)
+            return await self._rate_limited_messages(body, arrived)
+        return await self._answer(body, arrived)
 
-    async def _answer(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    async def _answer(
+        self, body: dict[str, Any], arrived: float, headers: dict[str, str] | None = None
+    ) -> Any:
+        """The answer leaves `latency` (plus any marker's delay) after the request arrived:
+        the stand-in's own work counts inside it, as a model's does in its latency."""
         raw = json.dumps(body)
         markers = {name: value for name, value in MARKER.findall(raw)}
         delay = self.latency + float(markers.get("latency") or 0)
         if "sleep" in markers:
             delay += float(markers["sleep"])
-        if delay:
-            await asyncio.sleep(delay)
+        answer, message = self._respond(body, markers, headers)
+        wait = arrived + delay - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if message is not None:
+            self._record_usage(body, message, batch=False)
+        return answer
+
+    def _respond(
+        self, body: dict[str, Any], markers: dict[str, str], headers: dict[str, str] | None
+    ) -> tuple[JSONResponse, dict[str, Any] | None]:
+        """The response to send, and the message in it (None for an error)."""
         refused = self._refusal(body)
         if refused is not None:
-            return _error(400, "invalid_request_error", refused)
+            return _error(400, "invalid_request_error", refused), None
         if "status" in markers:
             status = int(markers["status"])
-            return JSONResponse(
+            error = JSONResponse(
                 {
                     "type": "error",
                     "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": "fake"},
@@ -192,9 +207,9 @@ class FakeAnthropic:
                 # Fast SDK retries in tests; the service passes `retry-after` on to clients.
                 headers={"retry-after-ms": "5", "retry-after": "7"},
             )
+            return error, None
         message = self._message(body, markers)
-        self._record_usage(body, message, batch=False)
-        return JSONResponse(message, headers=headers)
+        return JSONResponse(message, headers=headers), message
 
     # --- rate-limit mode ---
 
@@ -229,7 +244,7 @@ class FakeAnthropic:
             "anthropic-ratelimit-requests-reset": reset.isoformat().replace("+00:00", "Z"),
         }
 
-    async def _rate_limited_messages(self, body: dict[str, Any]) -> Any:
+    async def _rate_limited_messages(self, body: dict[str, Any], arrived: float) -> Any:
         limit = self.max_concurrent or 0
         with self._lock:
             admitted = self.in_flight < limit
@@ -256,7 +271,7 @@ class FakeAnthropic:
                 },
             )
         try:
-            answer = await self._answer(body)
+            answer = await self._answer(body, arrived)
         finally:
             with self._lock:
                 self.in_flight -= 1
