@@ -153,6 +153,9 @@ class BatchWorkers:
             )
             idle_worker = self._busy + self._queue.qsize() < self.concurrency
             if wanted >= self.claim_at_least or (wanted > 0 and idle_worker):
+                if self._starters and not idle_worker:
+                    # Workers' starts first: they hold provider slots; a claim ahead can wait.
+                    await asyncio.gather(*self._starters, return_exceptions=True)
                 try:
                     claimed, served = await self.claim(wanted)
                 except asyncio.CancelledError:
