@@ -132,6 +132,16 @@ async def get_balance(session: AsyncSession, account_id: uuid.UUID) -> Balance:
     return Balance(*found)
 
 
+@dataclass(frozen=True)
+class NewHold:
+    """A hold as `reserve` wrote it (open, nothing consumed)."""
+
+    id: uuid.UUID
+    amount: int
+    reference: str
+    expires_at: datetime
+
+
 async def reserve(
     session: AsyncSession,
     account_id: uuid.UUID,
@@ -139,7 +149,7 @@ async def reserve(
     *,
     ttl: timedelta,
     reference: str,
-) -> CreditHold:
+) -> NewHold:
     """Hold `amount` credits, or raise `InsufficientCredits` and change nothing."""
     holds = await reserve_many(session, account_id, [amount], ttl=ttl, references=[reference])
     return holds[0]
@@ -152,7 +162,7 @@ async def reserve_many(
     *,
     ttl: timedelta,
     references: Sequence[str],
-) -> list[CreditHold]:
+) -> list[NewHold]:
     """All the holds at once (a batch's items), or none: `InsufficientCredits`."""
     if not amounts or any(a <= 0 for a in amounts) or len(amounts) != len(references):
         raise ValueError("reserve needs positive amounts, one reference each")
@@ -164,20 +174,10 @@ async def reserve_many(
     await alerts.judge(session, account_id, moved, falling=True)
     now = utcnow()
     holds = [
-        CreditHold(
-            id=uuid.uuid4(),
-            account_id=account_id,
-            amount=amount,
-            consumed=0,
-            status="open",
-            reference=reference,
-            created_at=now,
-            expires_at=now + ttl,
-        )
+        NewHold(uuid.uuid4(), amount, reference, now + ttl)
         for amount, reference in zip(amounts, references, strict=True)
     ]
-    session.add_all(holds)
-    await session.flush()
+    await repository.add_holds(session, account_id, holds, created_at=now)
     mark_balance_changed(session, account_id)
     metrics.count_credits_on_commit(session.info, "reserved", "hold", total)
     return holds
