@@ -7,20 +7,21 @@ would neither claim the batch nor see the other's results within the test's limi
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from sqlalchemy import select
 
-from app.config import Settings
-from app.db import create_engine, create_sessionmaker
 from app.generation.models import GenerationBatchItem
-from tests.databases import create_database, drop_database
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.generation.test_bulk_runs import SERVER_ENV, Cluster, customer, read_events, start_batch
-from tests.servers import ServerProcess, start_server, stop_server
+from tests.generation.test_bulk_runs import (
+    Cluster,
+    customer,
+    item_values,
+    read_events,
+    start_batch,
+    two_instances,
+)
 
 SLOW_POLLS = {"BATCH_POLL_INTERVAL_SECONDS": "30", "BATCH_EVENTS_INTERVAL_SECONDS": "30"}
 
@@ -28,22 +29,13 @@ SLOW_POLLS = {"BATCH_POLL_INTERVAL_SECONDS": "30", "BATCH_EVENTS_INTERVAL_SECOND
 @pytest.fixture
 async def slow_polling(tmp_path) -> AsyncIterator[Cluster]:
     fake = FakeAnthropic().start()
-    url = await create_database("postgres", str(tmp_path))
-    env = {**SERVER_ENV, **SLOW_POLLS, "ANTHROPIC_BASE_URL": fake.url}
-    servers: list[ServerProcess] = []
-    engine = create_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
     try:
-        for _ in range(2):
-            servers.append(await asyncio.to_thread(start_server, url, **env))
-        # Past the claimers' first look at an empty queue: from now on only a nudge (or the
-        # 30 s poll) makes them look again.
-        await asyncio.sleep(0.5)
-        yield Cluster(url, fake, servers, create_sessionmaker(engine))
+        async with two_instances(fake, str(tmp_path), **SLOW_POLLS) as cluster:
+            # Past the claimers' first look at an empty queue: from now on only a nudge (or
+            # the 30 s poll) makes them look again.
+            await asyncio.sleep(0.5)
+            yield cluster
     finally:
-        for server in servers:
-            await asyncio.to_thread(stop_server, server)
-        await engine.dispose()
-        await drop_database(url)
         fake.stop()
 
 
@@ -73,16 +65,7 @@ async def test_a_batch_created_on_one_instance_is_worked_and_streamed_by_the_oth
     # below the 30 s poll either way.
     assert elapsed < 15, elapsed
 
-    async with cluster.sessionmaker() as session:  # type: ignore[operator]
-        workers = set(
-            (
-                await session.scalars(
-                    select(GenerationBatchItem.claimed_by).where(
-                        GenerationBatchItem.batch_id == uuid.UUID(batch["id"])
-                    )
-                )
-            ).all()
-        )
+    workers = await item_values(cluster, batch["id"], GenerationBatchItem.claimed_by)
     pids = {name.split(":")[1] for name in workers if name}
     # Both instances' workers took items: the second heard of the batch when it was created.
     assert pids == {str(server.process.pid) for server in cluster.servers}, workers

@@ -6,11 +6,13 @@ The servers share one database of this module's own and one stand-in (so what it
 can be checked), and each runs 4 workers."""
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -67,21 +69,30 @@ def stand_in() -> Iterator[FakeAnthropic]:
     fake.stop()
 
 
-@pytest.fixture(scope="module")
-async def cluster(stand_in, tmp_path_factory) -> AsyncIterator[Cluster]:
-    url = await create_database("postgres", str(tmp_path_factory.mktemp("bulk")))
-    env = {**SERVER_ENV, "ANTHROPIC_BASE_URL": stand_in.url}
+@contextlib.asynccontextmanager
+async def two_instances(
+    stand_in: FakeAnthropic, directory: str, **env: str
+) -> AsyncIterator[Cluster]:
+    """A database of its own and two servers on it (`SERVER_ENV`, then `env`)."""
+    url = await create_database("postgres", directory)
+    environment = {**SERVER_ENV, "ANTHROPIC_BASE_URL": stand_in.url, **env}
     servers: list[ServerProcess] = []
     engine = create_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
     try:
         for _ in range(2):
-            servers.append(await asyncio.to_thread(start_server, url, **env))
+            servers.append(await asyncio.to_thread(start_server, url, **environment))
         yield Cluster(url, stand_in, servers, create_sessionmaker(engine))
     finally:
         for server in servers:
             await asyncio.to_thread(stop_server, server)
         await engine.dispose()
         await drop_database(url)
+
+
+@pytest.fixture(scope="module")
+async def cluster(stand_in, tmp_path_factory) -> AsyncIterator[Cluster]:
+    async with two_instances(stand_in, str(tmp_path_factory.mktemp("bulk"))) as running:
+        yield running
 
 
 @dataclass
@@ -142,6 +153,15 @@ async def ledger_of_batch(cluster: Cluster, batch_id: str) -> tuple[int, int]:
             )
         ).one()
     return int(row[0]), int(row[1])
+
+
+async def item_values(cluster: Cluster, batch_id: str, column: Any) -> set[Any]:
+    """The values one column takes over the batch's items."""
+    async with cluster.sessionmaker() as session:  # type: ignore[operator]
+        rows = await session.scalars(
+            select(column).where(GenerationBatchItem.batch_id == uuid.UUID(batch_id))
+        )
+        return set(rows.all())
 
 
 async def open_holds(cluster: Cluster, account_id: str) -> int:
@@ -342,15 +362,6 @@ async def test_a_provider_capped_at_4_concurrent_calls_still_completes_every_ite
     assert (balance["available"], balance["reserved"]) == (12, 0)
     assert await ledger_of_batch(cluster, batch["id"]) == (48, -48)
     # A refused call spent no attempt: every item succeeded on its one counted attempt.
-    async with cluster.sessionmaker() as session:  # type: ignore[operator]
-        attempts = set(
-            (
-                await session.execute(
-                    select(GenerationBatchItem.attempts).where(
-                        GenerationBatchItem.batch_id == uuid.UUID(batch["id"])
-                    )
-                )
-            ).scalars()
-        )
+    attempts = await item_values(cluster, batch["id"], GenerationBatchItem.attempts)
     assert attempts == {1}, attempts
     await assert_reconciles(cluster.sessionmaker)  # type: ignore[arg-type]
