@@ -279,15 +279,13 @@ async def lock_hold(session: AsyncSession, hold_id: uuid.UUID) -> CreditHold | N
     ).scalar_one_or_none()
 
 
-async def lock_open_holds(
-    session: AsyncSession, hold_ids: Sequence[uuid.UUID], *, skip_locked: bool = False
-) -> list[CreditHold]:
+async def lock_open_holds(session: AsyncSession, hold_ids: Sequence[uuid.UUID]) -> list[CreditHold]:
     """Lock the still-open holds among `hold_ids`, in id order so lockers never deadlock."""
     statement = (
         select(CreditHold)
         .where(CreditHold.id.in_(hold_ids), CreditHold.status == "open")
         .order_by(CreditHold.id)
-        .with_for_update(skip_locked=skip_locked)
+        .with_for_update()
         .execution_options(populate_existing=True)
     )
     return list((await session.execute(statement)).scalars())
@@ -321,6 +319,33 @@ async def extend_open_holds(
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def keep_open_holds_alive(
+    session: AsyncSession,
+    hold_ids: Sequence[uuid.UUID],
+    now: datetime,
+    expires_at: datetime,
+    *,
+    skip_locked: bool = False,
+) -> list[uuid.UUID]:
+    """One statement: lock the holds among `hold_ids` still open and not yet expired at
+    `now` (in id order, as every locker of several holds does; with `skip_locked` those
+    locked elsewhere are left out), push their expiry to `expires_at`, return their ids."""
+    locked = (
+        select(CreditHold.id)
+        .where(CreditHold.id.in_(hold_ids), CreditHold.status == "open")
+        .order_by(CreditHold.id)
+        .with_for_update(skip_locked=skip_locked)
+    )
+    result = await session.execute(
+        update(CreditHold)
+        .where(CreditHold.id.in_(locked), CreditHold.expires_at > now)
+        .values(expires_at=expires_at)
+        .returning(CreditHold.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
 
 
 async def list_entries(

@@ -384,11 +384,9 @@ async def keep_alive(
     if not hold_ids:
         return []
     now = now or utcnow()
-    locked = await repository.lock_open_holds(session, hold_ids, skip_locked=skip_locked)
-    alive = [hold.id for hold in locked if hold.expires_at > now]
-    if alive:
-        await repository.extend_open_holds(session, alive, now, now + ttl)
-    return alive
+    return await repository.keep_open_holds_alive(
+        session, hold_ids, now, now + ttl, skip_locked=skip_locked
+    )
 
 
 async def expire_due(

@@ -155,7 +155,8 @@ class BatchWorkers:
             if wanted >= self.claim_at_least or (wanted > 0 and idle_worker):
                 if self._starters and not idle_worker:
                     # Workers' starts first: they hold provider slots; a claim ahead can wait.
-                    await asyncio.gather(*self._starters, return_exceptions=True)
+                    # (`wait`, not `gather`: stopping the claimer must not cancel them.)
+                    await asyncio.wait(set(self._starters))
                 try:
                     claimed, served = await self.claim(wanted)
                 except asyncio.CancelledError:

@@ -519,3 +519,24 @@ async def test_the_database_refuses_a_negative_balance(sessionmaker, column):
         async with sessionmaker() as session, session.begin():
             await session.execute(statement, {"account": account_id})
     assert (await balance(sessionmaker, account_id)) == service.Balance(3, 0)
+
+
+async def test_keep_alive_extends_only_holds_that_are_open_and_not_yet_expired(sessionmaker):
+    account_id = await funded(sessionmaker, 10)
+    live = await reserve(sessionmaker, account_id, 1, reference="live")
+    late = await reserve(sessionmaker, account_id, 1, ttl=timedelta(seconds=1), reference="late")
+    done = await reserve(sessionmaker, account_id, 1, reference="done")
+    await release(sessionmaker, done.id)
+    now = (await hold(sessionmaker, late.id)).expires_at + timedelta(seconds=1)
+    unknown = uuid.uuid4()
+    async with sessionmaker() as session, session.begin():
+        alive = await service.keep_alive(
+            session, [done.id, unknown, late.id, live.id], ttl=timedelta(hours=2), now=now
+        )
+    assert alive == [live.id]
+    assert (await hold(sessionmaker, live.id)).expires_at == now + timedelta(hours=2)
+    # Past its expiry it stays expired (the sweeper releases it); released stays released.
+    assert (await hold(sessionmaker, late.id)).expires_at == now - timedelta(seconds=1)
+    released = await hold(sessionmaker, done.id)
+    assert released.status == "released" and released.expires_at < now + timedelta(hours=1)
+    assert (await balance(sessionmaker, account_id)) == service.Balance(8, 2)
