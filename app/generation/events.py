@@ -52,7 +52,7 @@ class BatchFeed:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
     news: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set when this process changed the batch: read now instead of at the next poll."""
+    """Set when the batch changed (`BatchFeeds.wake`): read now, not at the next poll."""
 
     @property
     def finished(self) -> bool:
@@ -135,8 +135,8 @@ class BatchFeeds:
                     feed.task.cancel()
 
     def wake(self, batch_ids: Iterable[uuid.UUID]) -> None:
-        """This process just committed changes to these batches: their feeds read now (the
-        other instances' feeds see them at their next poll)."""
+        """These batches just changed (this process's recorder committed, or another
+        instance's `NOTIFY` arrived): their feeds read now instead of at their next poll."""
         for batch_id in batch_ids:
             feed = self._feeds.get(batch_id)
             if feed is not None:
