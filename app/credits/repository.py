@@ -304,20 +304,22 @@ async def lock_due_holds(session: AsyncSession, now: datetime, limit: int) -> li
     return list((await session.execute(statement)).scalars())
 
 
+def _extend_open_holds(ids: Any, now: datetime, expires_at: datetime) -> Any:
+    """The update that pushes back the expiry of the holds matched by `ids` that are still
+    open and not yet expired at `now`."""
+    return (
+        update(CreditHold)
+        .where(ids, CreditHold.status == "open", CreditHold.expires_at > now)
+        .values(expires_at=expires_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def extend_open_holds(
     session: AsyncSession, hold_ids: Sequence[uuid.UUID], now: datetime, expires_at: datetime
 ) -> int:
     """Push back the expiry of holds still open and not yet expired at `now`."""
-    result = await session.execute(
-        update(CreditHold)
-        .where(
-            CreditHold.id.in_(hold_ids),
-            CreditHold.status == "open",
-            CreditHold.expires_at > now,
-        )
-        .values(expires_at=expires_at)
-        .execution_options(synchronize_session=False)
-    )
+    result = await session.execute(_extend_open_holds(CreditHold.id.in_(hold_ids), now, expires_at))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -329,9 +331,9 @@ async def keep_open_holds_alive(
     *,
     skip_locked: bool = False,
 ) -> list[uuid.UUID]:
-    """One statement: lock the holds among `hold_ids` still open and not yet expired at
-    `now` (in id order, as every locker of several holds does; with `skip_locked` those
-    locked elsewhere are left out), push their expiry to `expires_at`, return their ids."""
+    """One statement: lock the holds among `hold_ids` still open (in id order, as every
+    locker of several holds does; with `skip_locked` those locked elsewhere are left out),
+    push the expiry of those not yet expired at `now` to `expires_at`, return their ids."""
     locked = (
         select(CreditHold.id)
         .where(CreditHold.id.in_(hold_ids), CreditHold.status == "open")
@@ -339,11 +341,7 @@ async def keep_open_holds_alive(
         .with_for_update(skip_locked=skip_locked)
     )
     result = await session.execute(
-        update(CreditHold)
-        .where(CreditHold.id.in_(locked), CreditHold.expires_at > now)
-        .values(expires_at=expires_at)
-        .returning(CreditHold.id)
-        .execution_options(synchronize_session=False)
+        _extend_open_holds(CreditHold.id.in_(locked), now, expires_at).returning(CreditHold.id)
     )
     return list(result.scalars())
 
