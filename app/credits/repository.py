@@ -247,11 +247,39 @@ async def insert_entry(session: AsyncSession, entry: LedgerEntry) -> LedgerEntry
     return entry
 
 
+_ADD_HOLDS = text(
+    "INSERT INTO credit_hold "
+    "(id, account_id, amount, consumed, status, reference, created_at, expires_at) "
+    "SELECT h.id, :account_id, h.amount, 0, 'open', h.reference, :created_at, h.expires_at "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:amounts AS bigint[]), "
+    "CAST(:references AS text[]), CAST(:expires AS timestamptz[])) "
+    "AS h(id, amount, reference, expires_at)"
+).bindparams(
+    bindparam("account_id", type_=CreditHold.account_id.type),
+    bindparam("created_at", type_=CreditHold.created_at.type),
+)
+
+
 async def add_holds(
     session: AsyncSession, account_id: uuid.UUID, holds: Sequence[Any], *, created_at: datetime
 ) -> None:
-    """New open holds (`id`, `amount`, `reference`, `expires_at` each) in one multi-row
-    insert: a batch's hundreds of items without the unit of work."""
+    """New open holds (`id`, `amount`, `reference`, `expires_at` each) in one insert: a
+    batch's hundreds of items without the unit of work. On PostgreSQL the values go as four
+    arrays (`unnest`): four parameters instead of eight per hold, which took most of a
+    500-item batch's `POST` (docs/benchmarks.md)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            _ADD_HOLDS,
+            {
+                "account_id": account_id,
+                "created_at": created_at,
+                "ids": [hold.id for hold in holds],
+                "amounts": [hold.amount for hold in holds],
+                "references": [hold.reference for hold in holds],
+                "expires": [hold.expires_at for hold in holds],
+            },
+        )
+        return
     rows = [
         {
             "id": hold.id,

@@ -91,16 +91,7 @@ async def reserve_batch(
         created_at=now,
     )
     items = [
-        {
-            "batch_id": batch_id,
-            "index": index,
-            "input": payload,
-            "status": "queued",
-            "hold_id": hold.id,
-            "credits_charged": 0,
-            "attempts": 0,
-            "priority": priority,
-        }
+        repository.NewItem(index, payload, hold.id)
         for index, (payload, hold) in enumerate(zip(payloads, holds, strict=True))
     ]
     await repository.add_batch(session, batch, items)

@@ -1,12 +1,14 @@
 """SQL for generations, batches and the batch workers' queue. Callers own the transaction."""
 
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credits import statements
@@ -14,6 +16,15 @@ from app.generation import lifecycle
 from app.generation.models import Generation, GenerationBatch, GenerationBatchItem
 
 ACTIVE_BATCH_STATUSES = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """A batch item to insert: its position, input and credit hold."""
+
+    index: int
+    input: dict[str, Any]
+    hold_id: uuid.UUID
 
 
 async def add_generation(session: AsyncSession, generation: Generation) -> None:
@@ -72,12 +83,49 @@ async def lock_running_generations(
     return list((await session.execute(statement)).scalars())
 
 
+_ADD_ITEMS = text(
+    "INSERT INTO generation_batch_item "
+    "(batch_id, index, input, status, hold_id, credits_charged, attempts, priority) "
+    "SELECT :batch_id, i.index, CAST(i.input AS json), 'queued', i.hold_id, 0, 0, :priority "
+    "FROM unnest(CAST(:indexes AS integer[]), CAST(:inputs AS text[]), "
+    "CAST(:hold_ids AS uuid[])) AS i(index, input, hold_id)"
+).bindparams(bindparam("batch_id", type_=GenerationBatchItem.batch_id.type))
+
+
 async def add_batch(
-    session: AsyncSession, batch: GenerationBatch, items: Sequence[dict[str, Any]]
+    session: AsyncSession, batch: GenerationBatch, items: Sequence[NewItem]
 ) -> None:
+    """The batch and its queued items. On PostgreSQL the items go as three arrays
+    (`unnest`) instead of a parameter per column and item: a 500-item batch's insert took a
+    third of its `POST` (docs/benchmarks.md)."""
     session.add(batch)
     await session.flush()
-    await session.execute(insert(GenerationBatchItem), list(items))
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            _ADD_ITEMS,
+            {
+                "batch_id": batch.id,
+                "priority": batch.priority,
+                "indexes": [item.index for item in items],
+                "inputs": [json.dumps(item.input) for item in items],
+                "hold_ids": [item.hold_id for item in items],
+            },
+        )
+        return
+    rows = [
+        {
+            "batch_id": batch.id,
+            "index": item.index,
+            "input": item.input,
+            "status": "queued",
+            "hold_id": item.hold_id,
+            "credits_charged": 0,
+            "attempts": 0,
+            "priority": batch.priority,
+        }
+        for item in items
+    ]
+    await session.execute(insert(GenerationBatchItem), rows)
 
 
 async def get_batch(
