@@ -171,6 +171,13 @@ class StatementRunner:
         self._idle: list[asyncpg.Connection] = []
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
+        return await self._run("fetchrow", sql, args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """Every row of one statement."""
+        return await self._run("fetch", sql, args)  # type: ignore[no-any-return]
+
+    async def _run(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
         while self._idle and _lost(self._idle[-1]):
             # The server closed it (a restart, an idle timeout): the pool replaces it at
             # its next acquire, as it does for its own connections.
@@ -187,9 +194,9 @@ class StatementRunner:
                 raise
         else:
             async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as pooled:
-                return await pooled.fetchrow(sql, *args)
+                return await getattr(pooled, method)(sql, *args)
         try:
-            row = await connection.fetchrow(sql, *args)
+            row = await getattr(connection, method)(sql, *args)
         except BaseException:
             self._kept -= 1
             await _give_back(self.pool, connection)

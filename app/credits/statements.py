@@ -28,6 +28,7 @@ __all__ = [
     "Executor",
     "count_reserved",
     "count_settled",
+    "keep_alive_sql",
     "reserve_one_sql",
     "settle_one_sql",
 ]
@@ -130,6 +131,22 @@ WITH {before}, hold AS (
 SELECT balance.available, balance.reserved, pg_notify({channel}::text, balance.account_id::text)
 FROM balance JOIN entry ON entry.account_id = balance.account_id
 """
+
+
+def keep_alive_sql(*, name: str, hold_ids: str, now: str, expires_at: str) -> str:
+    """The CTE `name AS (...)` that is `keep_alive` (`repository.keep_open_holds_alive`):
+    the holds whose ids `hold_ids` selects (SQL over the statement's other CTEs) that are
+    open, locked in id order, those not yet expired at `now` extended to `expires_at`; it
+    returns their `id`s. An expired hold stays expired (the sweeper releases it)."""
+    now = f"{now}::timestamptz"
+    return f"""{name} AS (
+    UPDATE credit_hold SET expires_at = {expires_at}::timestamptz
+    WHERE id IN (SELECT h.id FROM credit_hold h
+                 WHERE h.id IN ({hold_ids}) AND h.status = 'open'
+                 ORDER BY h.id FOR UPDATE)
+      AND status = 'open' AND expires_at > {now}
+    RETURNING id
+)"""
 
 
 def _cte_name(cte: str) -> str:

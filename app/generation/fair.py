@@ -2,6 +2,8 @@
 (`FAIR_CLAIM_SQL`) and its specification in Python (`fair_plan`, `fair_pick`, which SQLite
 uses): round-robin over accounts first, then over an account's batches."""
 
+import json
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -9,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from app.credits import statements
+from app.db import StatementRunner
 from app.generation import lifecycle
 from app.generation.lifecycle import LEASED
 from app.generation.repository import ACTIVE_BATCH_STATUSES
@@ -28,8 +32,8 @@ ACTIVE_BATCHES_SQL = (
 """Batches the claim serves, on both databases (one more condition here keeps a kind of
 batch out of the claim everywhere)."""
 
-FAIR_CLAIM_SQL = f"""
-WITH active AS (
+FAIR_PICK_SQL = f"""
+active AS (
     SELECT b.id, b.account_id, b.kind, b.created_at, b.last_claimed_at
     FROM generation_batch b
     WHERE {ACTIVE_BATCHES_SQL}
@@ -81,6 +85,11 @@ WITH active AS (
     ORDER BY position, l.account_turn
     LIMIT :limit
 )
+"""
+"""The fair order's CTEs (`active AS (...), ..., picked AS (...)`): `picked` holds the
+items to claim, locked (`id`, `kind`, `position`, `account_turn`)."""
+
+CLAIM_PICKED_SQL = """
 UPDATE generation_batch_item AS i
 SET status = 'claimed', claimed_by = :instance_id, claim_token = :claim_token,
     claimed_until = :claimed_until, attempts = i.attempts + 1
@@ -89,6 +98,9 @@ WHERE i.id = picked.id
 RETURNING i.id, i.batch_id, i.hold_id, i.input, i.attempts, picked.kind,
           picked.position, picked.account_turn
 """
+"""The picked items claimed, and returned."""
+
+FAIR_CLAIM_SQL = f"WITH {FAIR_PICK_SQL}{CLAIM_PICKED_SQL}"
 """The fair claim, one statement on PostgreSQL: round-robin over accounts (the one served
 longest ago first, an account never served ahead of all), then over each account's
 batches the same way, then items in order. Each chosen batch contributes at most its share
@@ -161,3 +173,77 @@ def fair_pick(
         for round_, item_id in enumerate(items.get(plan.batch.id, [])[: plan.quota]):
             ranked.append((round_ * plan.cycle + plan.batch_turn, plan.account_turn, item_id))
     return [item_id for _, _, item_id in sorted(ranked)[:limit]]
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    id: int
+    batch_id: uuid.UUID
+    hold_id: uuid.UUID
+    input: dict[str, Any]
+    attempts: int
+    kind: str
+
+
+def _numbered(sql: str, names: Sequence[str]) -> str:
+    """`sql` with its `:name` parameters as asyncpg's `$n`, numbered in `names`' order."""
+    return re.sub(r"(?<![:\w]):(\w+)", lambda m: f"${names.index(m.group(1)) + 1}", sql)
+
+
+CLAIM_SQL = _numbered(
+    f"""WITH {FAIR_PICK_SQL}, claimed AS ({CLAIM_PICKED_SQL}), {
+        statements.keep_alive_sql(
+            name="alive",
+            hold_ids="SELECT hold_id FROM claimed WHERE attempts <= :max_attempts",
+            now=":now",
+            expires_at=":hold_expires_at",
+        )
+    }
+SELECT c.id, c.batch_id, c.hold_id, c.input, c.attempts, c.kind, c.position, c.account_turn,
+       c.hold_id IN (SELECT id FROM alive) AS alive
+FROM claimed c""",
+    ("now", "limit", "instance_id", "claim_token", "claimed_until", "max_attempts",
+     "hold_expires_at"),
+)  # fmt: skip
+"""The batch workers' claim on PostgreSQL as one statement on the driver pool: the fair
+claim (`FAIR_CLAIM_SQL`) and `credits.keep_alive` of the claimed items' holds (those with
+an attempt left), committed when it returns; each row says whether its hold is alive."""
+
+
+async def claim_and_keep_alive(
+    runner: StatementRunner,
+    now: datetime,
+    limit: int,
+    *,
+    instance_id: str,
+    claim_token: uuid.UUID,
+    claimed_until: datetime,
+    max_attempts: int,
+    hold_expires_at: datetime,
+) -> tuple[list[ClaimedRow], set[uuid.UUID]]:
+    """`claim_fairly` and `credits.keep_alive` of the holds of the claimed items that have
+    an attempt left, in one statement (PostgreSQL): the rows in the fair order, and the
+    holds kept alive."""
+    rows = await runner.fetch(
+        CLAIM_SQL,
+        now,
+        limit,
+        instance_id,
+        claim_token,
+        claimed_until,
+        max_attempts,
+        hold_expires_at,
+    )
+    rows.sort(key=lambda row: (row["position"], row["account_turn"]))
+    claimed = [
+        ClaimedRow(
+            row["id"],
+            row["batch_id"],
+            row["hold_id"],
+            json.loads(row["input"]),
+            row["attempts"],
+            row["kind"],
+        )
+        for row in rows
+    ]
+    return claimed, {row["hold_id"] for row in rows if row["alive"]}

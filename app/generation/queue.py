@@ -4,7 +4,6 @@ the transaction (or, for the driver-pool statements, the connection)."""
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from app.generation import lifecycle
 from app.generation.fair import (
     ACTIVE_BATCHES_SQL,
     FAIR_CLAIM_SQL,
+    ClaimedRow,
     FairBatch,
     fair_pick,
     fair_plan,
@@ -40,16 +40,6 @@ async def notify(session: AsyncSession, channel: str, payloads: Sequence[str]) -
         text("SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) payload"),
         {"channel": channel, "payloads": list(payloads)},
     )
-
-
-@dataclass(frozen=True)
-class ClaimedRow:
-    id: int
-    batch_id: uuid.UUID
-    hold_id: uuid.UUID
-    input: dict[str, Any]
-    attempts: int
-    kind: str
 
 
 def _claimable(now: datetime) -> Any:

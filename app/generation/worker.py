@@ -25,7 +25,7 @@ from app.config import Settings
 from app.credits import service as credits
 from app.credits.service import Charge, HoldOutcome
 from app.db import StatementRunner, utcnow
-from app.generation import queue
+from app.generation import fair, queue
 from app.generation.background import every, keep_holds_alive
 from app.generation.calls import call_provider
 from app.generation.lifecycle import LEASED, ItemState, check_move
@@ -186,24 +186,35 @@ class BatchWorkers:
         settings = self.settings
         now = utcnow()
         token = uuid.uuid4()
-        async with self.runtime.sessionmaker() as session, session.begin():
-            rows = await queue.claim_fairly(
-                session,
+        lease_until = now + timedelta(seconds=settings.batch_lease_seconds)
+        ttl = timedelta(seconds=settings.batch_hold_ttl_seconds)
+        if self.runtime.statements is not None:  # PostgreSQL: one statement, one round trip
+            rows, alive = await fair.claim_and_keep_alive(
+                self.runtime.statements,
                 now,
                 limit,
                 instance_id=self.instance_id,
                 claim_token=token,
-                claimed_until=now + timedelta(seconds=settings.batch_lease_seconds),
+                claimed_until=lease_until,
+                max_attempts=settings.batch_max_attempts,
+                hold_expires_at=now + ttl,
             )
-            fresh = [row for row in rows if row.attempts <= settings.batch_max_attempts]
-            alive = set(
-                await credits.keep_alive(
+        else:
+            async with self.runtime.sessionmaker() as session, session.begin():
+                rows = await queue.claim_fairly(
                     session,
-                    [row.hold_id for row in fresh],
-                    ttl=timedelta(seconds=settings.batch_hold_ttl_seconds),
-                    now=now,
+                    now,
+                    limit,
+                    instance_id=self.instance_id,
+                    claim_token=token,
+                    claimed_until=lease_until,
                 )
-            )
+                fresh = [row for row in rows if row.attempts <= settings.batch_max_attempts]
+                alive = set(
+                    await credits.keep_alive(
+                        session, [row.hold_id for row in fresh], ttl=ttl, now=now
+                    )
+                )
         claimed = []
         for row in rows:
             self._touched.add(row.batch_id)

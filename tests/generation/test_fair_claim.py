@@ -229,3 +229,96 @@ async def test_both_spellings_of_the_start_move_exactly_the_claims_still_valid(p
         outcomes.append((moved == expected, generating == expected))
     assert outcomes == [(True, True), (True, True)]
     del DEFAULT_PG
+
+
+@pytest.mark.parametrize(
+    ("backend", "statement"),
+    [("sqlite", False), ("postgres", False), ("postgres", True)],
+    ids=["sqlite", "postgres-orm", "postgres-statement"],
+)
+async def test_the_workers_claim_keeps_alive_only_the_holds_it_will_use(
+    backend, statement, tmp_path
+):
+    """`BatchWorkers.claim`, on the ORM path and as one driver-pool statement: the items in
+    the fair order, claimed; the holds of those it will generate extended; an item whose
+    hold expired, or that ran out of attempts, handed to the recorder to fail, its hold
+    left as it was."""
+    from app.credits.models import CreditHold
+    from app.credits.repository import add_holds
+    from app.credits.service import NewHold
+    from app.db import create_statement_runner
+    from app.generation.runtime import GenerationRuntime
+    from app.generation.worker import BatchWorkers
+
+    url = await create_database(backend, str(tmp_path))
+    settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+    engine = create_engine(settings)
+    runner = await create_statement_runner(settings) if statement else None
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        now = utcnow()
+        async with sessionmaker() as session, session.begin():
+            a, a_site = await add_account(session)
+            b, b_site = await add_account(session)
+            first = await add_batch(session, a, a_site, 3, created_at=now - timedelta(minutes=2))
+            second = await add_batch(session, b, b_site, 3, created_at=now - timedelta(minutes=1))
+            items = {
+                (item.batch_id, item.index): item
+                for item in (await session.execute(select(GenerationBatchItem))).scalars()
+            }
+            soon = now + timedelta(seconds=5)
+            for (batch_id, index), item in items.items():
+                expires = now - timedelta(seconds=1) if (batch_id, index) == (second, 0) else soon
+                await add_holds(
+                    session,
+                    a if batch_id == first else b,
+                    [NewHold(item.hold_id, 1, f"batch:{batch_id}:{index}", expires)],
+                    created_at=now,
+                )
+            items[(first, 1)].attempts = settings.batch_max_attempts  # its claim is one more
+        runtime = GenerationRuntime(settings, sessionmaker, None, runner)  # type: ignore[arg-type]
+        workers = BatchWorkers(runtime)
+        claimed, served = await workers.claim(8)
+
+        index_of = {item.id: index for (_, index), item in items.items()}
+        assert [(c.batch_id, index_of[c.item_id]) for c in claimed] == [
+            (first, 0),  # the two accounts in turn, the batch created first ahead
+            (second, 1),  # (first, 1) and (second, 0) went to the recorder
+            (first, 2),
+            (second, 2),
+        ]
+        assert served == sorted({first, second})
+        failed = {}
+        while not workers._results.empty():
+            item, answer = workers._results.get_nowait()
+            failed[item.item_id] = answer.reason
+        assert failed == {
+            items[(second, 0)].id: "reservation_expired",
+            items[(first, 1)].id: "interrupted",
+        }
+        async with sessionmaker() as session:
+            holds = {
+                hold.id: hold for hold in (await session.execute(select(CreditHold))).scalars()
+            }
+            rows = {
+                item.id: item
+                for item in (await session.execute(select(GenerationBatchItem))).scalars()
+            }
+        ttl = timedelta(seconds=settings.batch_hold_ttl_seconds)
+        for key, item in items.items():
+            hold = holds[item.hold_id]
+            if item.id in {c.item_id for c in claimed}:
+                assert hold.expires_at >= now + ttl - timedelta(seconds=1), key
+            elif key == (second, 0):
+                assert hold.expires_at < now, key
+            else:
+                assert hold.expires_at == soon.replace(microsecond=soon.microsecond), key
+            assert hold.status == "open"
+            assert rows[item.id].status == "claimed"
+            assert rows[item.id].claimed_by == workers.instance_id
+            assert rows[item.id].claim_token == claimed[0].token
+    finally:
+        if runner is not None:
+            await runner.close()
+        await engine.dispose()
+        await drop_database(url)
