@@ -1,6 +1,7 @@
 """The fair order of the batch queue, in one place: the claim statement for PostgreSQL
-(`FAIR_CLAIM_SQL`) and its specification in Python (`fair_plan`, `fair_pick`, which SQLite
-uses): round-robin over accounts first, then over an account's batches."""
+(`FAIR_CLAIM_SQL`; with the claimed holds kept alive, `CLAIM_SQL`, the batch workers' one
+statement) and its specification in Python (`fair_plan`, `fair_pick`, which SQLite uses):
+round-robin over accounts first, then over an account's batches."""
 
 import json
 import re
@@ -177,6 +178,8 @@ def fair_pick(
 
 @dataclass(frozen=True)
 class ClaimedRow:
+    """An item just claimed: what its worker needs to generate it."""
+
     id: int
     batch_id: uuid.UUID
     hold_id: uuid.UUID
