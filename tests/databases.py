@@ -143,6 +143,21 @@ async def migrated_database(
 
 
 @contextlib.asynccontextmanager
+async def migrated_sessionmaker(backend: str, tmp_dir: Path | str) -> AsyncIterator[Any]:
+    """A migrated database with no app (so no worker claims anything): its session
+    factory; on exit the engine is disposed and the database dropped."""
+    from app.config import Settings
+    from app.db import create_engine, create_sessionmaker
+
+    async with migrated_database(backend, tmp_dir) as made:
+        engine = create_engine(Settings(_env_file=None, database_url=made.url))  # type: ignore[call-arg]
+        try:
+            yield create_sessionmaker(engine)
+        finally:
+            await engine.dispose()
+
+
+@contextlib.asynccontextmanager
 async def fresh_database(backend: str, tmp_path: Path) -> AsyncIterator[str]:
     """The URL of a new, unmigrated database: a temp SQLite file, or a PostgreSQL database
     created here and dropped on exit."""

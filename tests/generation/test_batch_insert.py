@@ -14,12 +14,12 @@ from app.accounts.models import Site
 from app.config import Settings
 from app.credits import service as credits
 from app.credits.models import CreditHold
-from app.db import create_engine, create_sessionmaker, utcnow
+from app.db import utcnow
 from app.generation import batches
 from app.generation.models import GenerationBatchItem
 from app.generation.providers.base import GenerationKind
 from tests.conftest import BACKENDS
-from tests.databases import create_database, drop_database
+from tests.databases import migrated_sessionmaker
 
 SETTINGS = Settings(_env_file=None)  # type: ignore[call-arg]
 
@@ -27,13 +27,8 @@ SETTINGS = Settings(_env_file=None)  # type: ignore[call-arg]
 @pytest.fixture(params=BACKENDS)
 async def sessionmaker(request, tmp_path) -> AsyncIterator[object]:
     """A migrated database with no app (so no worker claims anything)."""
-    url = await create_database(request.param, str(tmp_path))
-    engine = create_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
-        await drop_database(url)
+    async with migrated_sessionmaker(request.param, tmp_path) as made:
+        yield made
 
 
 async def test_a_batch_writes_one_open_hold_and_one_queued_item_per_input(sessionmaker):

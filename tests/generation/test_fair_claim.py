@@ -15,30 +15,20 @@ from app.db import create_engine, create_sessionmaker, utcnow
 from app.generation import queue
 from app.generation.models import GenerationBatch, GenerationBatchItem
 from tests.conftest import BACKENDS
-from tests.databases import create_database, drop_database
+from tests.databases import create_database, drop_database, migrated_sessionmaker
 
 
 @pytest.fixture(params=BACKENDS)
 async def sessionmaker(request, tmp_path) -> AsyncIterator[object]:
     """A migrated database with no app (so no worker claims anything)."""
-    async for made in _sessionmaker(request.param, str(tmp_path)):
+    async with migrated_sessionmaker(request.param, tmp_path) as made:
         yield made
 
 
 @pytest.fixture
 async def pg_sessionmaker(tmp_path) -> AsyncIterator[object]:
-    async for made in _sessionmaker("postgres", str(tmp_path)):
+    async with migrated_sessionmaker("postgres", tmp_path) as made:
         yield made
-
-
-async def _sessionmaker(backend: str, tmp_dir: str) -> AsyncIterator[object]:
-    url = await create_database(backend, tmp_dir)
-    engine = create_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
-        await drop_database(url)
 
 
 async def add_batch(session, account_id, site_id, size, *, created_at, last_claimed_at=None):
