@@ -42,12 +42,23 @@ def counts_by_operation(log: Path) -> dict[tuple[str, str], Counter[str]]:
     """Per operation: answers by status class, and `seconds` spent waiting for them."""
     counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for line in log.read_text().splitlines():
-        method, path, status, elapsed = json.loads(line)
+        method, path, status, elapsed = json.loads(line)[:4]
         counts[(method, path)][f"{status // 100}xx"] += 1
         if status >= 500:
             counts[(method, path)][str(status)] += 1
         counts[(method, path)]["seconds"] += elapsed
     return counts
+
+
+def answers(log: Path, operation: tuple[str, str]) -> str:
+    """What one operation answered, by phase, status and problem code, most frequent first:
+    for a core operation that never answered 2xx, where the fuzzing stopped."""
+    seen: Counter[str] = Counter()
+    for line in log.read_text().splitlines():
+        method, path, status, _, phase, code = json.loads(line)
+        if (method, path) == operation:
+            seen[f"{phase} {status} {code or ''}".rstrip()] += 1
+    return ", ".join(f"{count} x {answer}" for answer, count in seen.most_common())
 
 
 def table(counts: dict[tuple[str, str], Counter[str]]) -> str:
@@ -88,6 +99,8 @@ def setup_accounts(url: str) -> dict[str, str]:
     return {
         "RF_ACCOUNT_KEY": key,
         "RF_ADMIN_TOKEN": ADMIN_TOKEN,
+        "RF_ACCOUNT_ID": account_id,
+        "RF_KEY_ID": body["api_key"]["id"],
         "RF_SITE_ID": site.json()["id"],
         "RF_ADMIN_ACCOUNT_ID": other.json()["account"]["id"],
     }
@@ -187,7 +200,11 @@ def test_schemathesis_reaches_the_core_and_finds_no_failures(postgres_database, 
             ]
             if crashed:
                 problems.append(f"{label} seed {seed}: server errors: {', '.join(crashed)}")
-        never = [f"{m} {p}" for m, p in CORE_OPERATIONS if counts[(m, p)]["2xx"] == 0]
+        never = [
+            f"{m} {p} ({answers(log, (m, p)) or 'never called'})"
+            for m, p in CORE_OPERATIONS
+            if counts[(m, p)]["2xx"] == 0
+        ]
         if never:
-            problems.append(f"{label} seed {seed}: never answered 2xx: {', '.join(never)}")
+            problems.append(f"{label} seed {seed}: never answered 2xx: {'; '.join(never)}")
     assert not problems, "\n".join(problems)
