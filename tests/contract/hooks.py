@@ -2,8 +2,8 @@
 fuzzing reach the core: every resource a call creates (sites, generations, batches,
 purchase intents, accounts, API keys) is remembered, and later calls use those ids in
 their paths and in `site_id` bodies most of the time instead of random UUIDs that could
-only ever be `404`. Every answer is logged (operation, status) for the per-operation
-counts the test prints and checks.
+only ever be `404`. Every answer is logged (operation, status, phase, problem code) for
+the per-operation counts the test prints and checks.
 
 The documented examples (the examples phase) always get known ids: they are what a client
 copies, and they must work against a live server. A valid `Idempotency-Key` is replaced by
@@ -34,8 +34,8 @@ SITE_ID = os.environ["RF_SITE_ID"]
 """The fuzzing account's own site: used in bodies and GETs, never deleted."""
 PROTECTED = frozenset((SITE_ID, os.environ["RF_ACCOUNT_ID"], os.environ["RF_KEY_ID"]))
 """The fuzzing account, its API key and its site: no write targets them. The stateful
-phase takes ids from earlier answers (the site list, say) and so once deleted the site
-every generation needs: the next run never got a `2xx` from `POST /v1/generations`."""
+phase takes ids from earlier answers (the site list, say); it once deleted the site that
+every generation needs, and the next run never got a `2xx` from `POST /v1/generations`."""
 ADMIN_ACCOUNT_ID = os.environ["RF_ADMIN_ACCOUNT_ID"]
 """A second account for the admin operations (adjustments, keys), so that they cannot
 drain or lock out the account the fuzzer generates with."""

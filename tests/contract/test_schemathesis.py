@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -38,11 +39,15 @@ CORE_OPERATIONS = [
 """Each must answer 2xx at least once in every run, or the fuzzing did not reach it."""
 
 
+def read_calls(log: Path) -> list[Any]:
+    """The hooks' log: method, path, status, seconds, phase, problem code of each call."""
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
 def counts_by_operation(log: Path) -> dict[tuple[str, str], Counter[str]]:
     """Per operation: answers by status class, and `seconds` spent waiting for them."""
     counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    for line in log.read_text().splitlines():
-        method, path, status, elapsed = json.loads(line)[:4]
+    for method, path, status, elapsed, _, _ in read_calls(log):
         counts[(method, path)][f"{status // 100}xx"] += 1
         if status >= 500:
             counts[(method, path)][str(status)] += 1
@@ -54,8 +59,7 @@ def answers(log: Path, operation: tuple[str, str]) -> str:
     """What one operation answered, by phase, status and problem code, most frequent first:
     for a core operation that never answered 2xx, where the fuzzing stopped."""
     seen: Counter[str] = Counter()
-    for line in log.read_text().splitlines():
-        method, path, status, _, phase, code = json.loads(line)
+    for method, path, status, _, phase, code in read_calls(log):
         if (method, path) == operation:
             seen[f"{phase} {status} {code or ''}".rstrip()] += 1
     return ", ".join(f"{count} x {answer}" for answer, count in seen.most_common())
