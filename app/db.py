@@ -5,9 +5,10 @@ Writes are serialized per account: on PostgreSQL by row locks (conditional `UPDA
 which takes the database's single write lock up front.
 """
 
+import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -176,6 +177,16 @@ class StatementRunner:
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         """Every row of one statement."""
         return await self._run("fetch", sql, args)  # type: ignore[no-any-return]
+
+    async def warm_up(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Lease the kept connections now instead of on first use, and run each of
+        `statements` once on every one of them (asyncpg prepares a statement once per
+        connection, on its first run): the first requests and the first batch after a
+        start pay neither a connection nor a prepare. Each statement comes with arguments
+        that match no row, so running it changes nothing."""
+        for sql, args in statements:
+            # Side by side: each call takes a different kept connection (or leases one).
+            await asyncio.gather(*(self.fetch(sql, *args) for _ in range(self._keep)))
 
     async def _run(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
         while self._idle and _lost(self._idle[-1]):

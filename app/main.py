@@ -15,16 +15,25 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.accounts.plugin_router import router as plugin_router
 from app.accounts.router import router as accounts_router
+from app.accounts.service import AUTHENTICATE_WARM_UP
 from app.config import Settings, get_settings
 from app.costs.router import router as costs_router
 from app.credits.alerts_router import router as alerts_router
 from app.credits.events import balance_events
 from app.credits.fast_lane import BalanceFastLane, is_badge_request
+from app.credits.repository import BALANCE_WARM_UP
 from app.credits.router import router as credits_router
 from app.credits.sweeper import sweep_forever
-from app.db import create_engine, create_sessionmaker, create_statement_runner
+from app.db import (
+    StatementRunner,
+    create_engine,
+    create_sessionmaker,
+    create_statement_runner,
+    utcnow,
+)
 from app.docs import install_docs
 from app.errors import PROBLEM_JSON, Problem, ValidationProblem, install_error_handlers
+from app.generation import queue
 from app.generation.economy import EconomyBatches
 from app.generation.router import router as generation_router
 from app.generation.worker import instance_name, start_generation
@@ -54,6 +63,29 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
+WARM_UP_SECONDS = 10.0
+
+
+def warm_up_statements() -> list[tuple[str, tuple[Any, ...]]]:
+    """The driver statements every request or batch item runs, with arguments that match
+    no row: authentication, the badge, the workers' start and turn."""
+    return [AUTHENTICATE_WARM_UP, BALANCE_WARM_UP, *queue.warm_up_statements(utcnow())]
+
+
+async def warm_up(statements: StatementRunner) -> None:
+    """At start-up, beside it: the driver's kept connections opened and the hot statements
+    prepared on them, so the first requests and the first batch after a deploy do not pay
+    for them (docs/benchmarks.md). Best effort: with the database down or slow, connections
+    open on first use, as they would have anyway."""
+    try:
+        async with asyncio.timeout(WARM_UP_SECONDS):
+            await statements.warm_up(warm_up_statements())
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.warning("warming up the database connections failed; they open on first use")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -74,6 +106,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.read_sessionmaker = create_sessionmaker(app.state.read_engine)
         app.state.statements = await create_statement_runner(settings)
+        app.state.warm_up = None
+        if app.state.statements is not None:
+            app.state.warm_up = asyncio.create_task(
+                warm_up(app.state.statements), name="database-warm-up"
+            )
         sweeper = asyncio.create_task(
             sweep_forever(app.state.sessionmaker, settings.hold_sweep_interval_seconds)
         )
@@ -96,7 +133,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await generation.stop()
             sweeper.cancel()
             housekeeping.cancel()
-            for task in (sweeper, housekeeping):
+            tasks = [sweeper, housekeeping]
+            if app.state.warm_up is not None:
+                app.state.warm_up.cancel()
+                tasks.append(app.state.warm_up)
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             if app.state.statements is not None:

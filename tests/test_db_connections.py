@@ -1,13 +1,17 @@
-"""Pooled PostgreSQL connections that the server closed are replaced, without a ping."""
+"""Pooled PostgreSQL connections: those the server closed are replaced, without a ping; the
+driver's kept connections are opened and prepared at start-up."""
 
 import asyncio
+import logging
 
 import asyncpg
 import pytest
 
 from app.db import StatementRunner
+from app.main import warm_up, warm_up_statements
 from tests.apps import asgi_client, running_app
 from tests.conftest import funded_account, make_settings
+from tests.servers import free_port
 
 
 async def test_connections_the_server_closed_are_replaced_at_checkout(postgres_database):
@@ -78,3 +82,49 @@ async def test_the_statement_runner_keeps_connections_and_gives_back_broken_ones
     finally:
         await runner.close()
         await asyncio.wait_for(pool.close(), timeout=5)
+
+
+async def test_the_warm_up_leases_the_kept_connections_and_prepares_the_hot_statements(
+    postgres_database,
+):
+    pool = await asyncpg.create_pool(
+        postgres_database.url.replace("+asyncpg", ""), min_size=0, max_size=6
+    )
+    runner = StatementRunner(pool, keep=3)
+    try:
+        await runner.warm_up(warm_up_statements())
+        assert (runner._kept, len(runner._idle)) == (3, 3)
+        # Every kept connection has every statement prepared (one at a time per connection).
+        expected = {sql for sql, _ in warm_up_statements()}
+        for connection in runner._idle:
+            rows = await connection.fetch("SELECT statement FROM pg_prepared_statements")
+            assert expected <= {row["statement"] for row in rows}
+        # And their arguments match nothing: running them changed nothing.
+        for sql, args in warm_up_statements():
+            rows = await runner.fetch(sql, *args)
+            assert [dict(row) for row in rows] in ([], [{"ids": []}]), sql
+    finally:
+        await runner.close()
+        await asyncio.wait_for(pool.close(), timeout=5)
+
+
+async def test_the_app_warms_up_at_start_and_starts_without_a_database_too(
+    postgres_database, caplog
+):
+    settings = make_settings(postgres_database, db_pool_size=2)
+    async with running_app(settings) as application:
+        await application.state.warm_up
+        assert application.state.statements._kept == 2
+
+    # Nothing listens on the port: the warm-up gives up at once, logs it, and is done.
+    dead = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/x", min_size=0)
+    runner = StatementRunner(dead, keep=2)
+    logger = logging.getLogger("app")  # it does not propagate (JSON lines of its own)
+    logger.addHandler(caplog.handler)
+    try:
+        await asyncio.wait_for(warm_up(runner), timeout=5)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert runner._kept == 0
+    assert "warming up the database connections failed" in caplog.text
+    await dead.close()

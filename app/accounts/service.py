@@ -191,6 +191,8 @@ AUTHENTICATE_SQL = str(
     )
 )
 """`authenticate`'s statement for the driver pool (PostgreSQL)."""
+AUTHENTICATE_WARM_UP = (AUTHENTICATE_SQL, ("",))
+"""It, with an argument that matches no row (no key's lookup id is empty)."""
 _ACCOUNT_COLUMNS = tuple(column.key for column in Account.__table__.columns)
 
 

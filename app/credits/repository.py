@@ -126,6 +126,8 @@ _BALANCE_BY_API_KEY = (
 
 BALANCE_BY_API_KEY_SQL = str(_BALANCE_BY_API_KEY.compile(dialect=asyncpg_dialect()))
 """The badge statement for asyncpg (`$1` for the lookup id)."""
+BALANCE_WARM_UP = (BALANCE_BY_API_KEY_SQL, ("",))
+"""It, with an argument that matches no row (no key's lookup id is empty)."""
 
 
 async def balance_by_api_key_on_driver(statements: StatementRunner, lookup_id: str) -> Any:

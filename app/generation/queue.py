@@ -211,6 +211,12 @@ pool: the worker's last step before the model call is one round trip. $1 item id
 their claim tokens, $3 the new lease."""
 
 
+def warm_up_statements(now: datetime) -> list[tuple[str, tuple[Any, ...]]]:
+    """The workers' statements run for every item or claim, with arguments that match no
+    row (`StatementRunner.warm_up`): no ids."""
+    return [(START_GENERATING_SQL, ([], [], now)), (MARK_BATCHES_CLAIMED_SQL, ([], now))]
+
+
 async def lock_batches(
     session: AsyncSession, batch_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, GenerationBatch]:
