@@ -345,14 +345,6 @@ def _extend_open_holds(ids: Any, now: datetime, expires_at: datetime) -> Any:
     )
 
 
-async def extend_open_holds(
-    session: AsyncSession, hold_ids: Sequence[uuid.UUID], now: datetime, expires_at: datetime
-) -> int:
-    """Push back the expiry of holds still open and not yet expired at `now`."""
-    result = await session.execute(_extend_open_holds(CreditHold.id.in_(hold_ids), now, expires_at))
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
 async def keep_open_holds_alive(
     session: AsyncSession,
     hold_ids: Sequence[uuid.UUID],

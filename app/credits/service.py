@@ -351,23 +351,6 @@ async def release_many(
     return results
 
 
-async def extend(
-    session: AsyncSession,
-    hold_ids: Sequence[uuid.UUID],
-    *,
-    ttl: timedelta,
-    now: datetime | None = None,
-) -> int:
-    """Keep open holds alive for `ttl` more (a worker's heartbeat); returns how many.
-
-    A hold already past its expiry stays expired, as a settle would find it: a late
-    heartbeat cannot revive it."""
-    if not hold_ids:
-        return 0
-    now = now or utcnow()
-    return await repository.extend_open_holds(session, hold_ids, now, now + ttl)
-
-
 async def keep_alive(
     session: AsyncSession,
     hold_ids: Sequence[uuid.UUID],

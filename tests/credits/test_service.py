@@ -364,12 +364,12 @@ async def test_sweep_once_works_through_more_due_holds_than_one_batch(sessionmak
     assert (await balance(sessionmaker, account_id)) == service.Balance(7, 0)
 
 
-async def test_extend_keeps_a_live_hold_open_past_its_first_expiry(sessionmaker):
+async def test_keep_alive_keeps_a_live_hold_open_past_its_first_expiry(sessionmaker):
     account_id = await funded(sessionmaker, 10)
     held = await reserve(sessionmaker, account_id, 2, ttl=timedelta(seconds=30))
     async with sessionmaker() as session, session.begin():
-        extended = await service.extend(session, [held.id], ttl=timedelta(hours=1))
-    assert extended == 1
+        alive = await service.keep_alive(session, [held.id], ttl=timedelta(hours=1))
+    assert alive == [held.id]
 
     async with sessionmaker() as session, session.begin():
         await service.expire_due(session, now=held.expires_at + timedelta(seconds=1))
@@ -379,15 +379,15 @@ async def test_extend_keeps_a_live_hold_open_past_its_first_expiry(sessionmaker)
     assert (await balance(sessionmaker, account_id)) == service.Balance(8, 0)
 
 
-async def test_extend_does_not_revive_an_expired_hold(sessionmaker):
+async def test_keep_alive_does_not_revive_an_expired_hold(sessionmaker):
     account_id = await funded(sessionmaker, 10)
     held = await reserve(sessionmaker, account_id, 2, ttl=timedelta(seconds=30))
     late = held.expires_at + timedelta(seconds=1)
 
     async with sessionmaker() as session, session.begin():
-        extended = await service.extend(session, [held.id], ttl=timedelta(hours=1), now=late)
+        alive = await service.keep_alive(session, [held.id], ttl=timedelta(hours=1), now=late)
 
-    assert extended == 0
+    assert alive == []
     result = await settle(sessionmaker, held.id, 2, now=late)
     assert result.outcome is HoldOutcome.EXPIRED
     assert (await balance(sessionmaker, account_id)) == service.Balance(10, 0)
