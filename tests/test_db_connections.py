@@ -2,7 +2,9 @@
 driver's kept connections are opened and prepared at start-up."""
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -50,14 +52,24 @@ async def test_connections_the_server_closed_are_replaced_at_checkout(postgres_d
         assert balance.json()["available"] == 5
 
 
+@contextlib.asynccontextmanager
+async def statement_runner(database, *, keep: int) -> AsyncIterator[StatementRunner]:
+    """A runner keeping `keep` connections of a pool of twice as many."""
+    pool = await asyncpg.create_pool(
+        database.url.replace("+asyncpg", ""), min_size=0, max_size=2 * keep
+    )
+    runner = StatementRunner(pool, keep=keep)
+    try:
+        yield runner
+    finally:
+        await runner.close()
+        await asyncio.wait_for(pool.close(), timeout=5)
+
+
 async def test_the_statement_runner_keeps_connections_and_gives_back_broken_ones(
     postgres_database,
 ):
-    pool = await asyncpg.create_pool(
-        postgres_database.url.replace("+asyncpg", ""), min_size=0, max_size=4
-    )
-    runner = StatementRunner(pool, keep=2)
-    try:
+    async with statement_runner(postgres_database, keep=2) as runner:
         # More concurrent statements than kept connections: the rest use the pool.
         values = await asyncio.gather(
             *(runner.fetchrow("SELECT $1::int AS v, pg_sleep(0.05)", n) for n in range(10))
@@ -79,19 +91,12 @@ async def test_the_statement_runner_keeps_connections_and_gives_back_broken_ones
         row = await asyncio.wait_for(runner.fetchrow("SELECT 7 AS v"), timeout=2)
         assert row["v"] == 7
         assert (runner._kept, len(runner._idle)) == (1, 1)
-    finally:
-        await runner.close()
-        await asyncio.wait_for(pool.close(), timeout=5)
 
 
 async def test_the_warm_up_leases_the_kept_connections_and_prepares_the_hot_statements(
     postgres_database,
 ):
-    pool = await asyncpg.create_pool(
-        postgres_database.url.replace("+asyncpg", ""), min_size=0, max_size=6
-    )
-    runner = StatementRunner(pool, keep=3)
-    try:
+    async with statement_runner(postgres_database, keep=3) as runner:
         await runner.warm_up(warm_up_statements())
         assert (runner._kept, len(runner._idle)) == (3, 3)
         # Every kept connection has every statement prepared (one at a time per connection).
@@ -103,9 +108,6 @@ async def test_the_warm_up_leases_the_kept_connections_and_prepares_the_hot_stat
         for sql, args in warm_up_statements():
             rows = await runner.fetch(sql, *args)
             assert [dict(row) for row in rows] in ([], [{"ids": []}]), sql
-    finally:
-        await runner.close()
-        await asyncio.wait_for(pool.close(), timeout=5)
 
 
 async def test_the_app_warms_up_at_start_and_starts_without_a_database_too(
