@@ -82,8 +82,12 @@ async def warm_up(statements: StatementRunner) -> None:
             await statements.warm_up(warm_up_statements())
     except asyncio.CancelledError:
         raise
-    except Exception:
-        logger.warning("warming up the database connections failed; they open on first use")
+    except Exception as exc:
+        logger.warning(
+            "warming up the database connections failed; they open on first use (%s: %s)",
+            type(exc).__name__,
+            exc,
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
