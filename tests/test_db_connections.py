@@ -110,7 +110,7 @@ async def test_the_warm_up_leases_the_kept_connections_and_prepares_the_hot_stat
             assert [dict(row) for row in rows] in ([], [{"ids": []}]), sql
 
 
-async def test_the_app_warms_up_at_start_and_starts_without_a_database_too(
+async def test_the_app_warms_up_at_start_and_the_warm_up_gives_up_without_a_database(
     postgres_database, caplog
 ):
     settings = make_settings(postgres_database, db_pool_size=2)
@@ -127,6 +127,6 @@ async def test_the_app_warms_up_at_start_and_starts_without_a_database_too(
         await asyncio.wait_for(warm_up(runner), timeout=5)
     finally:
         logger.removeHandler(caplog.handler)
+        await dead.close()
     assert runner._kept == 0
     assert "warming up the database connections failed" in caplog.text
-    await dead.close()
